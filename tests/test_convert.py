@@ -1,0 +1,144 @@
+import pytest
+import torch
+from _golden import load_keys, seeded_state_dict
+
+import vipann
+from vipann._checkpoint import CheckpointError, read_torch_checkpoint
+from vipann.convert import (
+    FrontendMismatchError,
+    check_frontend,
+    from_panns_checkpoint,
+    from_vipann_checkpoint,
+    moped,
+)
+from vipann.frontend import FrontendConfig, mel_filterbank, stft_kernels
+from vipann.layers import flipout_layers
+
+
+def _cnn10_checkpoint(num_classes=None):
+    name, keys = load_keys("cnn10")
+    return {
+        "iteration": 10,
+        "model": seeded_state_dict(keys, name, frontend=FrontendConfig(), num_classes=num_classes),
+        "sampler": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def cnn10():
+    return _cnn10_checkpoint()
+
+
+def test_pth_file_any_method(tmp_path, cnn10):
+    path = tmp_path / "Cnn10_mAP=0.380.pth"
+    torch.save(cnn10, path)
+    x = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
+    det = from_panns_checkpoint(path, "det-cnn10")
+    assert not det.training and det.pretrained_cfg.name == "det-cnn10"
+    with torch.no_grad():
+        ref = det(x)
+        for method in ("drop", "flip", "detflip"):
+            model = from_panns_checkpoint(path, f"{method}-cnn10")
+            torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)  # eval = posterior mean
+    flip = from_panns_checkpoint(path, "flip-cnn10", moped_delta=0.5)
+    layer = dict(flipout_layers(flip))["conv_block1.conv1"]
+    w = cnn10["model"]["conv_block1.conv1.weight"]
+    torch.testing.assert_close(layer.mu_kernel, w)
+    torch.testing.assert_close(
+        torch.nn.functional.softplus(layer.rho_kernel), 0.5 * w.abs(), rtol=1e-4, atol=1e-8
+    )
+
+
+def test_checkpoint_classes_are_kept(cnn10):
+    model = from_panns_checkpoint(_cnn10_checkpoint(num_classes=50), "det-cnn10")
+    assert model.num_classes == 50 and model.pretrained_cfg.num_classes == 50
+    assert model.pretrained_cfg.metrics == {}
+
+
+def test_missing_unexpected_and_misshaped_keys_are_named(cnn10):
+    sd = dict(cnn10["model"])
+    sd.pop("conv_block2.bn1.running_var")
+    sd["extra.weight"] = torch.zeros(1)
+    sd["fc1.bias"] = torch.zeros(3)
+    with pytest.raises(CheckpointError) as info:
+        from_panns_checkpoint(sd, "det-cnn10")
+    msg = str(info.value)
+    assert "conv_block2.bn1.running_var" in msg and "extra.weight" in msg and "fc1.bias (3,) vs (512,)" in msg
+
+
+def test_wrong_architecture_is_reported(cnn10):
+    with pytest.raises(CheckpointError, match="does not fit det-cnn14"):
+        from_panns_checkpoint(cnn10, "det-cnn14")
+
+
+def test_frontend_mismatch_names_the_parameters(cnn10):
+    sd = dict(cnn10["model"])
+    sd["logmel_extractor.melW"] = mel_filterbank(16000, 1024, 64, 50.0, 8000.0)
+    with pytest.raises(FrontendMismatchError, match=r"sample_rate=16000, fmin=50, fmax=8000"):
+        from_panns_checkpoint(sd, "det-cnn10")
+    sd["logmel_extractor.melW"] = torch.zeros(513, 128)
+    with pytest.raises(FrontendMismatchError, match="128 mel bins"):
+        check_frontend(sd, FrontendConfig())
+    real, imag = stft_kernels(512)
+    sd.update(
+        {
+            "spectrogram_extractor.stft.conv_real.weight": real,
+            "spectrogram_extractor.stft.conv_imag.weight": imag,
+        }
+    )
+    with pytest.raises(FrontendMismatchError, match="window_size=512"):
+        check_frontend(sd, FrontendConfig())
+    # the right config is accepted, and a checkpoint without front-end keys is allowed
+    fe16 = FrontendConfig(sample_rate=16000, window_size=512, hop_size=160, fmax=8000.0)
+    sd["logmel_extractor.melW"] = mel_filterbank(16000, 512, 64, 50.0, 8000.0)
+    assert check_frontend(sd, fe16) is True
+    assert check_frontend({"fc1.weight": torch.zeros(1)}, FrontendConfig()) is False
+
+
+def test_unreadable_and_truncated_files(tmp_path, cnn10):
+    path = tmp_path / "ok.pth"
+    torch.save(cnn10, path)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"truncated\.pth"):
+        read_torch_checkpoint(truncated)
+    with pytest.raises(FileNotFoundError):
+        read_torch_checkpoint(tmp_path / "missing.pth")
+    (tmp_path / "list.pth").write_bytes(b"")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds no state dict"):
+        read_torch_checkpoint(tmp_path / "list.pth")
+
+
+def test_dataparallel_prefix_is_stripped(cnn10):
+    sd = {"module." + k: v for k, v in cnn10["model"].items()}
+    assert from_panns_checkpoint(sd, "det-cnn10").num_classes == 527
+
+
+def test_moped_prior_choice_survives_save_load(cnn10):
+    det = from_panns_checkpoint(cnn10, "det-cnn10")
+    flip = moped(det, "detflip", delta=0.1, prior="weights")
+    assert flip.method == "detflip" and flip.pretrained_cfg.name == "detflip-cnn10"
+    torch.testing.assert_close(flip.fc1.prior_weight_mu, det.fc1.weight)
+    restored = vipann.create_model("detflip-cnn10")
+    restored.load_state_dict(flip.state_dict())
+    torch.testing.assert_close(restored.fc1.prior_weight_sigma, 0.1 * det.fc1.weight.abs().clamp_min(1e-20))
+    torch.testing.assert_close(vipann.layers.kl_loss(restored), vipann.layers.kl_loss(flip))
+    with pytest.raises(ValueError, match="det or drop"):
+        moped(flip, "flip")
+    with pytest.raises(ValueError, match="'flip' or 'detflip'"):
+        moped(det, "drop")
+
+
+def test_vipann_deterministic_and_wrong_method(cnn10):
+    # deterministic.pth has plain PANNs keys; a flipout layout converts only to flip
+    name, keys = load_keys("vipann_flipout")
+    head_only = {
+        k: v
+        for k, v in seeded_state_dict(
+            keys, name, frontend=FrontendConfig(), only=["conv_block1.conv1.mu_kernel"]
+        ).items()
+    }
+    with pytest.raises(CheckpointError, match="converts only to a flip model"):
+        from_vipann_checkpoint(head_only, "detflip-resnet54")
+    assert from_vipann_checkpoint(cnn10, "det-cnn10").method == "det"

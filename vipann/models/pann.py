@@ -1,0 +1,390 @@
+"""The PANN family (Cnn6/10/14, ResNet22/38/54, MobileNetV1, a tiny test net) in four flavours.
+
+One class, :class:`PANN`, builds every architecture; the flavour is the ``method`` argument:
+
+* ``det``: the PANN network; every dropout is training-only.
+* ``drop``: the same weights and layout, but the dropout sites after the conv blocks (p=0.2) and
+  before fc1 and the classifier (p=0.5) are :class:`~vipann.layers.MCDropout` modules that the
+  sampling API can keep active at inference. The p=0.1 dropout inside residual blocks stays
+  training-only, as in VI-PANN.
+* ``flip``: every Conv2d and Linear after the front end is a Flipout layer; BatchNorm stays
+  deterministic and the STFT/mel front end is never Bayesian.
+* ``detflip``: deterministic backbone, Flipout fc1 and classifier.
+
+``forward`` maps a waveform ``(B, T)`` at the model's sample rate to logits ``(B, C)``; sigmoid
+or softmax belong to prediction code. The network is a list of named stages
+(:attr:`PANN.stage_names`), so prediction code can run the deterministic prefix once and only
+the stochastic suffix once per Monte-Carlo sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vipann.frontend import FrontendConfig, LogMelFrontend, SpecAugment, do_mixup
+from vipann.layers import Conv2dFlipout, LinearFlipout, MCDropout, StochasticModule
+from vipann.models.blocks import (
+    ConvBlock,
+    ConvBlock5x5,
+    GlobalPool,
+    ResNetTrunk,
+    init_pann_weights,
+    mobilenet_v1_features,
+)
+
+__all__ = ["ARCHITECTURES", "METHODS", "PANN", "ArchSpec"]
+
+METHODS = ("det", "drop", "flip", "detflip")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How one architecture of the family is built.
+
+    Attributes:
+        name: Architecture id used in model names (``resnet54``).
+        family: ``"cnn"``, ``"cnn5x5"``, ``"resnet"`` or ``"mobilenetv1"``.
+        widths: Conv-block widths (cnn families).
+        pools: Pool size of each conv block (cnn families).
+        block: Residual block type (``"basic"``/``"bottleneck"``) for the resnet family.
+        layers: Residual blocks per stage for the resnet family.
+        embed_dim: Width of the pooled vector and of fc1.
+        conv_dropout: Dropout after conv stages (the MC sites of ``drop``); 0 disables them.
+        frontend: Front-end configuration the architecture is defined with.
+        original_class: Class name in PANNs ``pytorch/models.py`` (``None`` for vipann-only nets).
+    """
+
+    name: str
+    family: str
+    embed_dim: int
+    widths: tuple[int, ...] = ()
+    pools: tuple[tuple[int, int], ...] = ()
+    block: str = ""
+    layers: tuple[int, ...] = ()
+    conv_dropout: float = 0.2
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    original_class: str | None = None
+
+
+_P2 = (2, 2)
+ARCHITECTURES: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchSpec("cnn6", "cnn5x5", 512, widths=(64, 128, 256, 512), pools=(_P2,) * 4, original_class="Cnn6"),
+        ArchSpec("cnn10", "cnn", 512, widths=(64, 128, 256, 512), pools=(_P2,) * 4, original_class="Cnn10"),
+        ArchSpec(
+            "cnn14",
+            "cnn",
+            2048,
+            widths=(64, 128, 256, 512, 1024, 2048),
+            pools=(_P2,) * 5 + ((1, 1),),
+            original_class="Cnn14",
+        ),
+        ArchSpec("resnet22", "resnet", 2048, block="basic", layers=(2, 2, 2, 2), original_class="ResNet22"),
+        ArchSpec("resnet38", "resnet", 2048, block="basic", layers=(3, 4, 6, 3), original_class="ResNet38"),
+        ArchSpec(
+            "resnet54", "resnet", 2048, block="bottleneck", layers=(3, 4, 6, 3), original_class="ResNet54"
+        ),
+        ArchSpec("mobilenetv1", "mobilenetv1", 1024, conv_dropout=0.0, original_class="MobileNetV1"),
+        # A real member of the family, small enough to run a 1 s clip in milliseconds: the whole
+        # registry is testable on CPU in seconds.
+        ArchSpec(
+            "tiny",
+            "cnn",
+            16,
+            widths=(8, 16),
+            pools=(_P2, _P2),
+            frontend=FrontendConfig(
+                sample_rate=16000, window_size=512, hop_size=160, mel_bins=32, fmin=50.0, fmax=8000.0
+            ),
+        ),
+    )
+}
+
+
+def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _to_flipout(module: nn.Module, prior: dict[str, float]) -> nn.Module:
+    """Return the Flipout counterpart of a Conv2d/Linear (bayesian-torch's layer defaults)."""
+    if isinstance(module, nn.Conv2d):
+        return Conv2dFlipout(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+            **prior,
+        )
+    return LinearFlipout(module.in_features, module.out_features, module.bias is not None, **prior)
+
+
+def _bayesianize(parent: nn.Module, prior: dict[str, float]) -> None:
+    for name, child in parent.named_children():
+        if isinstance(child, (nn.Conv2d, nn.Linear)):
+            setattr(parent, name, _to_flipout(child, prior))
+        else:
+            _bayesianize(child, prior)
+
+
+class PANN(nn.Module):
+    """A PANN-family audio tagger in one of four flavours.
+
+    Args:
+        arch: Architecture id (see :data:`ARCHITECTURES`): ``cnn6``, ``cnn10``, ``cnn14``,
+            ``resnet22``, ``resnet38``, ``resnet54``, ``mobilenetv1`` or ``tiny``.
+        method: ``"det"``, ``"drop"``, ``"flip"`` or ``"detflip"``.
+        num_classes: Number of output logits (527 for AudioSet).
+        frontend: Front-end configuration (defaults to the architecture's; PANNs: 32 kHz, window
+            1024, hop 320, 64 mels from 50 to 14000 Hz).
+        conv_dropout: Dropout after the conv stages (default: the architecture's, 0.2).
+        fc_dropout: Dropout before fc1 (0.5).
+        head_dropout: Dropout before the classifier (0.5).
+        block_dropout: Training-only dropout inside residual blocks (0.1).
+        prior_mean: Prior mean of new Flipout layers.
+        prior_sigma: Prior standard deviation of new Flipout layers.
+        posterior_mu_init: Initial posterior mean of new Flipout layers (bayesian-torch: 0).
+        posterior_rho_init: Initial posterior rho of new Flipout layers (bayesian-torch: -3).
+        spec_augment: Apply SpecAugment in training mode.
+
+    Raises:
+        ValueError: For an unknown architecture or method, or invalid sizes.
+
+    Example:
+        >>> import torch
+        >>> from vipann.models import PANN
+        >>> model = PANN("tiny", "flip", num_classes=10).eval()
+        >>> model(torch.randn(2, 16000)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        method: str = "det",
+        num_classes: int = 527,
+        *,
+        frontend: FrontendConfig | dict[str, Any] | None = None,
+        conv_dropout: float | None = None,
+        fc_dropout: float = 0.5,
+        head_dropout: float = 0.5,
+        block_dropout: float = 0.1,
+        prior_mean: float = 0.0,
+        prior_sigma: float = 1.0,
+        posterior_mu_init: float = 0.0,
+        posterior_rho_init: float = -3.0,
+        spec_augment: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_choice("architecture", arch, tuple(ARCHITECTURES))
+        _check_choice("method", method, METHODS)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        spec = ARCHITECTURES[arch]
+        if frontend is None:
+            frontend = spec.frontend
+        elif isinstance(frontend, dict):
+            frontend = FrontendConfig.from_dict(frontend)
+        self.arch, self.method, self.num_classes = arch, method, int(num_classes)
+        self.frontend_config: FrontendConfig = frontend
+        conv_dropout = spec.conv_dropout if conv_dropout is None else float(conv_dropout)
+        self.model_args: dict[str, Any] = {
+            "conv_dropout": conv_dropout,
+            "fc_dropout": float(fc_dropout),
+            "head_dropout": float(head_dropout),
+            "block_dropout": float(block_dropout),
+            "prior_mean": float(prior_mean),
+            "prior_sigma": float(prior_sigma),
+            "posterior_mu_init": float(posterior_mu_init),
+            "posterior_rho_init": float(posterior_rho_init),
+            "spec_augment": bool(spec_augment),
+        }
+
+        def dropout(p: float) -> nn.Module:
+            return MCDropout(p) if method == "drop" else nn.Dropout(p)
+
+        self.frontend = LogMelFrontend(frontend)
+        self.spec_augmenter = SpecAugment() if spec_augment else None
+        self.bn0 = nn.BatchNorm2d(frontend.mel_bins)
+
+        trunk: list[str] = []
+
+        def add(name: str, module: nn.Module) -> None:
+            setattr(self, name, module)
+            trunk.append(name)
+
+        n_drop = 0
+
+        def add_dropout() -> None:
+            nonlocal n_drop
+            if conv_dropout > 0:
+                n_drop += 1
+                add(f"dropout{n_drop}", dropout(conv_dropout))
+
+        if spec.family in ("cnn", "cnn5x5"):
+            block_cls = ConvBlock if spec.family == "cnn" else ConvBlock5x5
+            channels = 1
+            for i, (width, pool) in enumerate(zip(spec.widths, spec.pools), start=1):
+                add(f"conv_block{i}", block_cls(channels, width, pool))
+                add_dropout()
+                channels = width
+        elif spec.family == "resnet":
+            add("conv_block1", ConvBlock(1, 64, _P2))
+            add_dropout()
+            add("resnet", ResNetTrunk(spec.block, spec.layers, 64, block_dropout))
+            add("resnet_pool", nn.AvgPool2d(2))
+            add_dropout()
+            add("conv_block_after1", ConvBlock(self.resnet.out_channels, spec.embed_dim, (1, 1)))
+            add_dropout()
+        else:
+            add("features", mobilenet_v1_features())
+        add("global_pool", GlobalPool())
+        head = ["dropout_fc1", "fc1", "act_fc1", "dropout_head", "fc_audioset"]
+        self.dropout_fc1 = dropout(fc_dropout)
+        self.fc1 = nn.Linear(spec.embed_dim, spec.embed_dim)
+        self.act_fc1 = nn.ReLU()
+        self.dropout_head = dropout(head_dropout)
+        self.fc_audioset = nn.Linear(spec.embed_dim, self.num_classes)
+        self.embed_dim = spec.embed_dim
+        self.stage_names: tuple[str, ...] = (*trunk, *head)
+        self.trunk_names: tuple[str, ...] = tuple(trunk)
+
+        init_pann_weights(self)
+        prior = {
+            "prior_mean": prior_mean,
+            "prior_sigma": prior_sigma,
+            "posterior_mu_init": posterior_mu_init,
+            "posterior_rho_init": posterior_rho_init,
+        }
+        if method == "flip":
+            for name in trunk:
+                _bayesianize(getattr(self, name), prior)
+        if method in ("flip", "detflip"):
+            self.fc1 = _to_flipout(self.fc1, prior)
+            self.fc_audioset = _to_flipout(self.fc_audioset, prior)
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate (Hz) the model expects its waveforms at."""
+        return self.frontend_config.sample_rate
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this network (architecture, method, sizes)."""
+        return {
+            "arch": self.arch,
+            "method": self.method,
+            "num_classes": self.num_classes,
+            "frontend": self.frontend_config.to_dict(),
+            **self.model_args,
+        }
+
+    def extra_repr(self) -> str:
+        """Summary shown by ``repr(module)``."""
+        return f"arch={self.arch!r}, method={self.method!r}, num_classes={self.num_classes}"
+
+    # -- input checks -----------------------------------------------------------------------
+    def check_waveform(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Validate a waveform batch and return it as a float tensor on the model's device.
+
+        Args:
+            waveform: ``(B, T)`` float tensor at :attr:`sample_rate`.
+            sample_rate: The waveform's sample rate, when the caller knows it; it must equal the
+                model's.
+
+        Returns:
+            The waveform.
+
+        Raises:
+            TypeError: If ``waveform`` is not a floating-point tensor.
+            ValueError: On a wrong shape, a too-short clip or a sample-rate mismatch.
+        """
+        if not isinstance(waveform, torch.Tensor):
+            raise TypeError(
+                f"waveform must be a torch.Tensor of shape (batch, samples), got {type(waveform).__name__}"
+            )
+        if not waveform.is_floating_point():
+            raise TypeError(
+                f"waveform must be floating point in [-1, 1], got {waveform.dtype}; "
+                "convert int16 PCM with `x.float() / 32768`"
+            )
+        if waveform.dim() != 2:
+            hint = " (add a batch axis with `x.unsqueeze(0)`)" if waveform.dim() == 1 else ""
+            raise ValueError(f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}{hint}")
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            raise ValueError(
+                f"waveform sample rate {sample_rate} Hz does not match the model's {self.sample_rate} Hz; "
+                "resample it first (e.g. with vipann.datasets' loaders or soxr.resample)"
+            )
+        return waveform
+
+    # -- forward ----------------------------------------------------------------------------
+    def logmel(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Log-mel spectrogram ``(B, 1, frames, mel_bins)`` before ``bn0`` (PANNs' logmel)."""
+        return self.frontend(self.check_waveform(waveform, sample_rate))
+
+    def normalize(self, logmel: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> torch.Tensor:
+        """``bn0`` over mel bins, then SpecAugment and mixup in training mode only."""
+        x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)
+        if self.training:
+            if self.spec_augmenter is not None:
+                x = self.spec_augmenter(x)
+            if mixup_lambda is not None:
+                x = do_mixup(x, mixup_lambda)
+        return x
+
+    def run_stages(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Run ``stage_names[start:stop]`` on ``x`` (the stages after :meth:`normalize`)."""
+        for name in self.stage_names[start:stop]:
+            x = getattr(self, name)(x)
+        return x
+
+    def first_stochastic_stage(self) -> int:
+        """Index of the first stage that contains a stochastic module (``len(stages)`` if none)."""
+        for index, name in enumerate(self.stage_names):
+            module = getattr(self, name)
+            if any(isinstance(m, StochasticModule) for m in module.modules()):
+                return index
+        return len(self.stage_names)
+
+    def pooled(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Clip-level pooled features ``(B, D)``: the input of fc1."""
+        x = self.normalize(self.logmel(waveform, sample_rate))
+        return self.run_stages(x, 0, len(self.trunk_names))
+
+    def embed(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """The fc1 embedding ``relu(fc1(pooled))`` of shape ``(B, D)`` (PANNs' ``embedding``)."""
+        x = self.pooled(waveform, sample_rate)
+        n = len(self.trunk_names)
+        return self.run_stages(x, n, n + 3)
+
+    def forward(
+        self,
+        waveform: torch.Tensor,
+        mixup_lambda: torch.Tensor | None = None,
+        *,
+        sample_rate: int | None = None,
+    ) -> torch.Tensor:
+        """Logits for a batch of waveforms.
+
+        Args:
+            waveform: ``(B, T)`` float waveform at :attr:`sample_rate`.
+            mixup_lambda: PANNs-style mixup coefficients ``(B,)``; used in training mode only,
+                where the output batch is ``B // 2`` (pairs are mixed).
+            sample_rate: Optional sample rate of ``waveform``, checked against the model's.
+
+        Returns:
+            Logits ``(B, num_classes)``; no sigmoid/softmax is applied.
+        """
+        x = self.normalize(self.logmel(waveform, sample_rate), mixup_lambda)
+        return self.run_stages(x)
