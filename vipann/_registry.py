@@ -24,6 +24,7 @@ __all__ = [
     "list_models",
     "register_model",
     "split_model_name",
+    "zoo_table",
 ]
 
 HUB_ORG = "vipann"
@@ -220,9 +221,7 @@ def split_model_name(name: str) -> tuple[str, str, str | None]:
     base, _, tag = name.partition(".")
     method, sep, arch = base.partition("-")
     if not sep or not method or not arch:
-        raise ValueError(
-            f"model name {name!r} is not of the form <method>-<arch>[.<tag>] (e.g. flip-resnet54)"
-        )
+        raise ValueError(f"model name {name!r} is not of the form <method>-<arch>[.<tag>] (e.g. flip-resnet54)")
     return method, arch, tag or None
 
 
@@ -310,9 +309,7 @@ def _audioset_entries() -> None:
             source, weights = filename, "convert"
             metrics, metrics_source = {}, ""
             if method == "det":
-                provenance = (
-                    f"PANNs {cls} AudioSet checkpoint {filename} ({PANNS_ZENODO}), converted unchanged."
-                )
+                provenance = f"PANNs {cls} AudioSet checkpoint {filename} ({PANNS_ZENODO}), converted unchanged."
                 metrics, metrics_source = panns_metrics, "PANNs release (Kong et al. 2020)"
                 description = f"PANNs {cls}, deterministic"
             elif method == "drop":
@@ -387,3 +384,28 @@ def _tiny_entries() -> None:
 
 _audioset_entries()
 _tiny_entries()
+
+
+def zoo_table(pattern: str = "*") -> str:
+    """The README's zoo table (Markdown), generated from the registry.
+
+    Args:
+        pattern: Which entries to include (``fnmatch`` pattern).
+
+    Returns:
+        A Markdown table: name, classes, sample rate, default MC samples, availability, AudioSet
+        mAP where reported, and the source of the weights.
+    """
+    status = {"hub": "published", "convert": "build it yourself (`vipann convert`)", "none": "architecture only"}
+    rows = [
+        "| name | classes | sample rate | MC samples | weights | AudioSet mAP | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in list_models(pattern):
+        cfg = _REGISTRY[name]
+        map_ = cfg.metrics.get("audioset", {}).get("mAP")
+        rows.append(
+            f"| `{name}` | {cfg.num_classes} | {cfg.sample_rate // 1000} kHz | {cfg.default_num_samples} | "
+            f"{status[cfg.weights]} | {'' if map_ is None else f'{map_:.3f}'} | {cfg.source_checkpoint or '–'} |"
+        )
+    return "\n".join(rows)
