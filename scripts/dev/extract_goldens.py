@@ -76,10 +76,7 @@ def _pick_fingerprint_keys(keys: list[dict]) -> list[str]:
         convs[len(convs) // 2]["name"],  # a conv in the middle of the trunk
         next((k["name"] for k in convs[1:] if k["shape"][1] == 1), None),  # depthwise (MobileNet)
         next((k["name"] for k in convs if "downsample" in k["name"]), None),  # ResNet shortcut
-        *(
-            f"{bn}.{leaf}"
-            for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-        ),
+        *(f"{bn}.{leaf}" for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
         first(lambda n: n in ("fc1.weight", "fc1.mu_weight")),
         first(lambda n: n in ("fc1.bias", "fc1.mu_bias")),
         first(lambda n: n in ("fc_audioset.weight", "fc_audioset.mu_weight")),

@@ -19,6 +19,7 @@ the stochastic suffix once per Monte-Carlo sample.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,13 @@ class ArchSpec:
         original_class: Class name in PANNs ``pytorch/models.py`` (``None`` for vipann-only nets).
     """
 
+    @property
+    def time_reduction(self) -> int:
+        """Factor by which the trunk shrinks the time axis (frames per output step)."""
+        if self.family in ("cnn", "cnn5x5"):
+            return math.prod(p[0] for p in self.pools)
+        return 32  # resnet: conv_block1 (2) x three strided stages (8) x pool (2); mobilenetv1: 2**5
+
     name: str
     family: str
     embed_dim: int
@@ -87,9 +95,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ),
         ArchSpec("resnet22", "resnet", 2048, block="basic", layers=(2, 2, 2, 2), original_class="ResNet22"),
         ArchSpec("resnet38", "resnet", 2048, block="basic", layers=(3, 4, 6, 3), original_class="ResNet38"),
-        ArchSpec(
-            "resnet54", "resnet", 2048, block="bottleneck", layers=(3, 4, 6, 3), original_class="ResNet54"
-        ),
+        ArchSpec("resnet54", "resnet", 2048, block="bottleneck", layers=(3, 4, 6, 3), original_class="ResNet54"),
         ArchSpec("mobilenetv1", "mobilenetv1", 1024, conv_dropout=0.0, original_class="MobileNetV1"),
         # A real member of the family, small enough to run a 1 s clip in milliseconds: the whole
         # registry is testable on CPU in seconds.
@@ -256,6 +262,9 @@ class PANN(nn.Module):
         self.dropout_head = dropout(head_dropout)
         self.fc_audioset = nn.Linear(spec.embed_dim, self.num_classes)
         self.embed_dim = spec.embed_dim
+        # The shortest clip the network accepts: enough frames to survive every pooling step, and
+        # more than half a window for the reflect padding of the STFT.
+        self.min_samples = max(self.frontend.min_samples, (spec.time_reduction - 1) * frontend.hop_size + 1)
         self.stage_names: tuple[str, ...] = (*trunk, *head)
         self.trunk_names: tuple[str, ...] = tuple(trunk)
 
@@ -307,12 +316,11 @@ class PANN(nn.Module):
 
         Raises:
             TypeError: If ``waveform`` is not a floating-point tensor.
-            ValueError: On a wrong shape, a too-short clip or a sample-rate mismatch.
+            ValueError: On a wrong shape, a clip shorter than :attr:`min_samples` or a sample-rate
+                mismatch.
         """
         if not isinstance(waveform, torch.Tensor):
-            raise TypeError(
-                f"waveform must be a torch.Tensor of shape (batch, samples), got {type(waveform).__name__}"
-            )
+            raise TypeError(f"waveform must be a torch.Tensor of shape (batch, samples), got {type(waveform).__name__}")
         if not waveform.is_floating_point():
             raise TypeError(
                 f"waveform must be floating point in [-1, 1], got {waveform.dtype}; "
@@ -321,6 +329,12 @@ class PANN(nn.Module):
         if waveform.dim() != 2:
             hint = " (add a batch axis with `x.unsqueeze(0)`)" if waveform.dim() == 1 else ""
             raise ValueError(f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}{hint}")
+        if waveform.shape[-1] < self.min_samples:
+            raise ValueError(
+                f"clips of {waveform.shape[-1]} samples are too short for {self.arch}: it needs at least "
+                f"{self.min_samples} samples ({self.min_samples / self.sample_rate:.3f} s at {self.sample_rate} Hz); "
+                "zero-pad shorter clips"
+            )
         if sample_rate is not None and int(sample_rate) != self.sample_rate:
             raise ValueError(
                 f"waveform sample rate {sample_rate} Hz does not match the model's {self.sample_rate} Hz; "
