@@ -89,6 +89,8 @@ class FlipoutLayer(StochasticModule):
     """
 
     _weight_name = "weight"
+    #: Upper bound on sampled weight values held at once when drawing several groups.
+    max_draw_elements: int = 1 << 25
 
     def __init__(
         self,
@@ -265,18 +267,33 @@ class FlipoutLayer(StochasticModule):
         if self.mean_only or not self.stochastic:
             return mean
         groups = self._group_count(x.shape[0])
-        if groups == 1 and isinstance(self, LinearFlipout):
-            # bayesian-torch's draw order for LinearFlipout: eps, then the signs.
-            delta_w, delta_b = self._perturbation(1)
-            sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
-        else:
-            # ... and for Conv2dFlipout: the signs, then eps.
-            sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
-            delta_w, delta_b = self._perturbation(groups)
         if groups == 1:
-            perturbed = self._apply_op(x * sign_in, delta_w, delta_b)
-        else:
-            perturbed = self._apply_grouped(x * sign_in, delta_w, delta_b, groups)
+            if isinstance(self, LinearFlipout):
+                # bayesian-torch's draw order for LinearFlipout: eps, then the signs ...
+                delta_w, delta_b = self._perturbation(1)
+                sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+            else:
+                # ... and for Conv2dFlipout: the signs, then eps.
+                sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+                delta_w, delta_b = self._perturbation(1)
+            return mean + self._apply_op(x * sign_in, delta_w, delta_b) * sign_out
+        # Independent draws per group. The draws are materialised a few groups at a time so the
+        # sampled weights never take more than ``max_draw_elements`` values at once (a ResNet54
+        # conv_block_after1 draw alone is 37.7 M values).
+        sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+        signed = x * sign_in
+        rows = x.shape[0] // groups
+        per_chunk = max(1, self.max_draw_elements // self.mu_w.numel())
+        parts = []
+        for start in range(0, groups, per_chunk):
+            count = min(per_chunk, groups - start)
+            delta_w, delta_b = self._perturbation(count)
+            chunk = signed[start * rows : (start + count) * rows]
+            if count == 1:
+                parts.append(self._apply_op(chunk, delta_w[0], None if delta_b is None else delta_b[0]))
+            else:
+                parts.append(self._apply_grouped(chunk, delta_w, delta_b, count))
+        perturbed = parts[0] if len(parts) == 1 else torch.cat(parts)
         return mean + perturbed * sign_out
 
 

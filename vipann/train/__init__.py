@@ -1,0 +1,26 @@
+"""The training engine: losses (ELBO, focal), the epoch loop with atomic checkpoints, distributed helpers."""
+
+from vipann.train.distributed import DistContext, all_gather_rows, init_distributed, shutdown
+from vipann.train.engine import EpochResult, FitConfig, fit, iterate_tensors, shuffled_batches
+from vipann.train.losses import LossConfig, classification_loss, elbo_loss, focal_loss
+from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
+
+__all__ = [
+    "DistContext",
+    "EpochResult",
+    "FitConfig",
+    "LossConfig",
+    "all_gather_rows",
+    "capture_rng_state",
+    "classification_loss",
+    "elbo_loss",
+    "fit",
+    "focal_loss",
+    "init_distributed",
+    "iterate_tensors",
+    "load_state",
+    "restore_rng_state",
+    "save_state",
+    "shuffled_batches",
+    "shutdown",
+]
