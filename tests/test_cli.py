@@ -41,3 +41,31 @@ def test_demo_writes_report(tmp_path, capsys):
 def test_parser_requires_a_command():
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_convert_push_and_card(tmp_path, capsys):
+    import torch
+    from _golden import load_keys, seeded_state_dict
+
+    import vipann
+    from vipann.frontend import FrontendConfig
+
+    name, keys = load_keys("cnn6")
+    path = tmp_path / "Cnn6_mAP=0.343.pth"
+    torch.save({"iteration": 1, "model": seeded_state_dict(keys, name, frontend=FrontendConfig())}, path)
+    out = tmp_path / "det-cnn6"
+    assert main(["convert", "auto", str(path), "--out", str(out)]) == 0
+    assert "-> det-cnn6" in capsys.readouterr().out
+    model = vipann.from_pretrained(f"local-dir:{out}")
+    assert model.pretrained_cfg.name == "det-cnn6" and model.num_classes == 527
+    flip_out = tmp_path / "flip-cnn6"
+    assert main(["convert", "panns", str(path), "--name", "flip-cnn6", "--out", str(flip_out)]) == 0
+    assert vipann.from_pretrained(str(flip_out)).method == "flip"
+    assert main(["push", str(out), "--repo-id", "someone/det-cnn6", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "would upload to someone/det-cnn6@main" in printed and "model.safetensors" in printed
+    assert main(["card", str(out), "--stdout"]) == 0
+    assert "library_name: vipann" in capsys.readouterr().out
+    (tmp_path / "Cnn14_DecisionLevelMax_mAP=0.385.pth").write_bytes(path.read_bytes())
+    assert main(["convert", "auto", str(tmp_path / "Cnn14_DecisionLevelMax_mAP=0.385.pth")]) == 2
+    assert "does not implement" in capsys.readouterr().err

@@ -3,6 +3,7 @@ import torch
 from _golden import load_keys, seeded_state_dict
 
 import vipann
+import vipann.convert
 from vipann._checkpoint import CheckpointError, read_torch_checkpoint
 from vipann.convert import (
     FrontendMismatchError,
@@ -44,9 +45,7 @@ def test_pth_file_any_method(tmp_path, cnn10):
     layer = dict(flipout_layers(flip))["conv_block1.conv1"]
     w = cnn10["model"]["conv_block1.conv1.weight"]
     torch.testing.assert_close(layer.mu_kernel, w)
-    torch.testing.assert_close(
-        torch.nn.functional.softplus(layer.rho_kernel), 0.5 * w.abs(), rtol=1e-4, atol=1e-8
-    )
+    torch.testing.assert_close(torch.nn.functional.softplus(layer.rho_kernel), 0.5 * w.abs(), rtol=1e-4, atol=1e-8)
 
 
 def test_checkpoint_classes_are_kept(cnn10):
@@ -142,3 +141,56 @@ def test_vipann_deterministic_and_wrong_method(cnn10):
     with pytest.raises(CheckpointError, match="converts only to a flip model"):
         from_vipann_checkpoint(head_only, "detflip-resnet54")
     assert from_vipann_checkpoint(cnn10, "det-cnn10").method == "det"
+
+
+def _bt_params():
+    return {
+        "prior_mu": 0.0,
+        "prior_sigma": 1.0,
+        "posterior_mu_init": 0.0,
+        "posterior_rho_init": -3.0,
+        "type": "Flipout",
+        "moped_enable": False,
+        "moped_delta": 0.5,
+    }
+
+
+def test_bayesian_torch_dnn_to_bnn_state_dicts():
+    bt = pytest.importorskip("bayesian_torch.models.dnn_to_bnn")
+    torch.manual_seed(0)
+    det = vipann.create_model("det-tiny").eval()
+    bt_model = vipann.create_model("det-tiny").eval()
+    bt.dnn_to_bnn(bt_model, _bt_params())  # converts every conv and linear (children of the root too)
+    sd = bt_model.state_dict()
+    assert any(k.endswith("conv_block1.conv1.mu_kernel") for k in sd)
+    model = vipann.convert.from_bayesian_torch(sd)
+    assert model.method == "flip" and model.pretrained_cfg.name == "flip-tiny"
+    torch.testing.assert_close(vipann.layers.kl_loss(model), bt.get_kl_loss(bt_model))
+    # mean mode equals a deterministic network carrying the posterior means
+    means = {
+        k.replace("mu_kernel", "weight").replace("mu_weight", "weight").replace("mu_bias", "bias"): v
+        for k, v in sd.items()
+        if "rho_" not in k
+    }
+    det.load_state_dict(means)
+    x = 0.1 * torch.randn(2, 16000)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), det(x))
+    # only the head converted (VI-PANN's Det-Flip): a detflip model
+    head_only = vipann.create_model("det-tiny")
+    head_only.fc1 = bt.bnn_linear_layer(_bt_params(), head_only.fc1)
+    head_only.fc_audioset = bt.bnn_linear_layer(_bt_params(), head_only.fc_audioset)
+    detflip = vipann.convert.from_bayesian_torch(head_only.state_dict())
+    assert detflip.method == "detflip"
+    with pytest.raises(CheckpointError, match="converts only to a detflip"):
+        vipann.convert.from_bayesian_torch(head_only.state_dict(), "flip-tiny")
+    with pytest.raises(CheckpointError, match="no Flipout layers"):
+        vipann.convert.from_bayesian_torch(det.state_dict())
+
+
+def test_detect_architecture(cnn10):
+    from vipann.convert import detect_architecture
+
+    assert detect_architecture(cnn10["model"]) == "cnn10"
+    with pytest.raises(CheckpointError, match="match none"):
+        detect_architecture({"fc1.weight": torch.zeros(2, 2)})

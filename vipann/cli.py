@@ -81,6 +81,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from vipann import convert
+    from vipann._checkpoint import read_torch_checkpoint
+    from vipann.serialization import save_pretrained
+
+    state = read_torch_checkpoint(args.file)
+    kind = args.kind
+    if kind == "auto":
+        flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
+        kind = "bayesian-torch" if flipout else "panns"
+    name = args.name or convert.default_name(args.file, state, kind)
+    if kind == "panns":
+        model = convert.from_panns_checkpoint(state, name, moped_delta=args.moped_delta, moped_prior=args.moped_prior)
+    elif kind == "vipann":
+        model = convert.from_vipann_checkpoint(state, name, head_delta=args.head_delta, moped_delta=args.moped_delta)
+    else:
+        model = convert.from_bayesian_torch(state, name, head_delta=args.head_delta)
+    out = save_pretrained(model, args.out or f"./{model.pretrained_cfg.name}", overwrite=args.overwrite)
+    print(f"{args.file} -> {model.pretrained_cfg.name} ({model.method}, {model.num_classes} classes) in {out}")
+    print(f"load it with vipann.from_pretrained('local-dir:{out}')")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from vipann._hub import push_to_hub
+
+    files = push_to_hub(args.dir, args.repo_id, revision=args.revision, private=args.private, dry_run=args.dry_run)
+    where = f"{args.repo_id}@{args.revision or 'main'}"
+    print(("would upload to " if args.dry_run else "uploaded to ") + where + ":")
+    for name in files:
+        print(f"  {name}")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from vipann.cards import render_card, write_card
+    from vipann.serialization import read_config
+
+    if args.stdout:
+        print(render_card(read_config(args.dir)))
+    else:
+        print(write_card(args.dir))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vipann.demo import run_demo
 
@@ -117,6 +162,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", action="store_true", help="also print MACs per stage")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert an original checkpoint into a vipann model directory")
+    p.add_argument(
+        "kind",
+        choices=("auto", "panns", "vipann", "bayesian-torch"),
+        help="checkpoint family: PANNs release .pth, VI-PANN deterministic/flipout.pth, bayesian-torch",
+    )
+    p.add_argument("file", help="the .pth file")
+    p.add_argument("--name", help="vipann name of the result (default: from the file name / layout)")
+    p.add_argument("--out", help="output directory (default: ./NAME)")
+    p.add_argument("--moped-delta", type=float, default=0.5, help="MOPED delta for Flipout layers (0.5)")
+    p.add_argument(
+        "--moped-prior",
+        choices=("zero", "weights"),
+        default="zero",
+        help="prior of MOPED layers: N(0,1) or centred on the weights (empirical Bayes)",
+    )
+    p.add_argument(
+        "--head-delta",
+        type=float,
+        default=None,
+        help="flipout.pth: MOPED delta for its deterministic head (default: keep it deterministic)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")
+    p.add_argument("dir")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME")
+    p.add_argument("--revision", help="branch to upload to (created if needed)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded")
+    p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("card", help="render the model card (README.md) of a model directory")
+    p.add_argument("dir")
+    p.add_argument("--stdout", action="store_true", help="print instead of writing DIR/README.md")
+    p.set_defaults(func=_cmd_card)
 
     p = sub.add_parser("demo", help="run the embedded end-to-end demo")
     p.add_argument("--out", default="vipann-demo", help="output directory")

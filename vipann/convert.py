@@ -30,12 +30,15 @@ from vipann._registry import get_pretrained_cfg, split_model_name
 from vipann.factory import create_model
 from vipann.frontend import FrontendConfig, mel_filterbank, stft_kernels
 from vipann.layers import FlipoutLayer, flipout_layers
-from vipann.models.pann import PANN
+from vipann.models.pann import ARCHITECTURES, PANN
 
 __all__ = [
     "FRONTEND_KEYS",
     "FrontendMismatchError",
     "check_frontend",
+    "default_name",
+    "detect_architecture",
+    "from_bayesian_torch",
     "from_panns_checkpoint",
     "from_vipann_checkpoint",
     "load_deterministic_weights",
@@ -79,9 +82,7 @@ def _guess_frontend(melw: torch.Tensor, n_fft: int) -> str:
     return ""
 
 
-def check_frontend(
-    state_dict: Mapping[str, torch.Tensor], config: FrontendConfig, source: str = "checkpoint"
-) -> bool:
+def check_frontend(state_dict: Mapping[str, torch.Tensor], config: FrontendConfig, source: str = "checkpoint") -> bool:
     """Check a PANNs-layout checkpoint's front-end tensors against ``config``.
 
     The STFT kernels give the window size; the mel matrix gives the number of mels and, through
@@ -117,10 +118,7 @@ def check_frontend(
             f"frontend=FrontendConfig(window_size={n_fft}, ...)"
         )
     exp_real, exp_imag = stft_kernels(n_fft)
-    if not (
-        torch.allclose(real.float(), exp_real, atol=1e-5)
-        and torch.allclose(imag.float(), exp_imag, atol=1e-5)
-    ):
+    if not (torch.allclose(real.float(), exp_real, atol=1e-5) and torch.allclose(imag.float(), exp_imag, atol=1e-5)):
         raise FrontendMismatchError(
             f"{source}'s STFT kernels are not the periodic-Hann DFT of size {n_fft} that vipann computes; "
             "the checkpoint was made with another window and cannot be converted exactly"
@@ -200,9 +198,7 @@ def load_deterministic_weights(
 def _target_for(name: str, arch_hint: str | None, num_classes: int, frontend: FrontendConfig | None) -> PANN:
     _, arch, _ = split_model_name(name)
     if arch_hint is not None and arch != arch_hint:
-        raise CheckpointError(
-            f"the checkpoint is a {arch_hint} but {name!r} is a {arch}; pick a {arch_hint} name"
-        )
+        raise CheckpointError(f"the checkpoint is a {arch_hint} but {name!r} is a {arch}; pick a {arch_hint} name")
     cfg = get_pretrained_cfg(name)
     kwargs: dict[str, Any] = {}
     if frontend is not None:
@@ -299,18 +295,133 @@ def from_vipann_checkpoint(
     sd, source = _as_state_dict(path_or_state_dict)
     if not any(k.endswith(".mu_kernel") for k in sd):
         return from_panns_checkpoint(sd, name or "det-resnet54", moped_delta=moped_delta)
-    name = name or "flip-resnet54"
-    if split_model_name(name)[0] != "flip":
+    return from_bayesian_torch(sd, name or "flip-resnet54", head_delta=head_delta, source=source)
+
+
+def _flipout_prefixes(sd: Mapping[str, torch.Tensor]) -> set[str]:
+    return {k.rsplit(".", 1)[0] for k in sd if k.endswith((".mu_kernel", ".mu_weight"))}
+
+
+def _deterministic_names(sd: Mapping[str, torch.Tensor]) -> set[str]:
+    """The key names the checkpoint would have if none of its layers were Flipout."""
+    renamed = {"mu_kernel": "weight", "mu_weight": "weight", "mu_bias": "bias"}
+    names = set()
+    for key in sd:
+        prefix, _, leaf = key.rpartition(".")
+        if leaf.startswith(("rho_", "prior_", "eps_")) or key in FRONTEND_KEYS:
+            continue
+        names.add(f"{prefix}.{renamed.get(leaf, leaf)}")
+    return names
+
+
+def default_name(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], kind: str) -> str:
+    """The vipann name a checkpoint becomes when none is given.
+
+    PANNs release files (``Cnn14_mAP=0.431.pth``, also as kept by panns-inference in
+    ``~/panns_data``) become ``det-<arch>``; VI-PANN ``flipout.pth`` and bayesian-torch state dicts
+    become ``flip-``/``detflip-<arch>``. The architecture is read from the keys, so a renamed file
+    converts too.
+
+    Args:
+        path: The checkpoint file (its name is only used for messages).
+        state_dict: Its tensors.
+        kind: ``"panns"``, ``"vipann"`` or ``"bayesian-torch"``.
+
+    Returns:
+        A registry name.
+
+    Raises:
+        CheckpointError: If the architecture is not one vipann implements (e.g. the decision-level
+            Cnn14 variants, whose framewise head has no vipann counterpart).
+    """
+    stem = os.path.basename(str(path)).split("_mAP")[0].lower()
+    if "decisionlevel" in stem or "wavegram" in stem or "16k" in stem:
         raise CheckpointError(
-            f"{source} is a Flipout (flip) checkpoint and converts only to a flip model, not {name!r}; "
-            "use deterministic.pth for det, drop or detflip"
+            f"{os.path.basename(str(path))} is a PANNs variant vipann does not implement "
+            f"({stem}); vipann converts Cnn6/10/14, ResNet22/38/54 and MobileNetV1 (32 kHz)"
         )
-    model = _target_for(name, "resnet54" if "resnet54" in name else None, _classes_of(sd, source), None)
+    flip = _flipout_prefixes(state_dict)
+    arch = detect_architecture(state_dict)
+    if not flip:
+        return f"det-{arch}"
+    return f"{'detflip' if flip <= {'fc1', 'fc_audioset'} else 'flip'}-{arch}"
+
+
+def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Which architecture of the family a PANNs or bayesian-torch state dict belongs to.
+
+    Args:
+        state_dict: The checkpoint's tensors (Flipout names are mapped back to ``weight``/``bias``).
+
+    Returns:
+        The architecture id (``resnet54``, ``cnn14``, ...).
+
+    Raises:
+        CheckpointError: If no architecture has exactly these keys.
+    """
+    names = _deterministic_names(state_dict)
+    for arch in ARCHITECTURES:
+        with torch.device("meta"):
+            reference = set(PANN(arch, "det", 1).state_dict())
+        if reference == names:
+            return arch
+    raise CheckpointError(
+        f"the checkpoint's {len(names)} keys match none of the architectures {', '.join(ARCHITECTURES)}; "
+        "is it a PANN (Cnn6/10/14, ResNet22/38/54, MobileNetV1) checkpoint?"
+    )
+
+
+def from_bayesian_torch(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+    name: str | None = None,
+    *,
+    head_delta: float | None = None,
+    frontend: FrontendConfig | None = None,
+    source: str | None = None,
+) -> PANN:
+    """Build a vipann model from a bayesian-torch state dict of a PANN (``dnn_to_bnn`` output).
+
+    The method follows from which layers are Flipout (``mu_kernel``/``mu_weight`` keys): every
+    convolution → ``flip``; only fc1 and the classifier → ``detflip``. A deterministic fc1 or
+    classifier in a ``flip`` checkpoint (VI-PANN's ``flipout.pth``, where ``dnn_to_bnn`` skipped
+    the leaf layers) becomes Flipout with sigma ~1e-20 (``head_delta=None``, the published
+    predictive distribution) or by MOPED with ``head_delta``. bayesian-torch stores no priors; the
+    layers get the registry prior N(0, 1) (VI-PANN's ``BNN_PRIOR_PARAMS``).
+
+    Args:
+        path_or_state_dict: A ``.pth`` file or its loaded content.
+        name: Registry name of the result; default ``<method>-<detected arch>``.
+        head_delta: See above.
+        frontend: Front-end parameters when they are not the registry entry's.
+        source: Name of the checkpoint in messages.
+
+    Returns:
+        The model in ``eval()`` mode.
+
+    Raises:
+        CheckpointError: No Flipout layer, an architecture or method that does not match ``name``,
+            or missing/unexpected/mis-shaped keys.
+    """
+    sd, default_source = _as_state_dict(path_or_state_dict)
+    source = source or default_source
+    flip = _flipout_prefixes(sd)
+    if not flip:
+        raise CheckpointError(f"{source} has no Flipout layers; convert it with from_panns_checkpoint instead")
+    method = "detflip" if flip <= {"fc1", "fc_audioset"} else "flip"
+    if name is not None and split_model_name(name)[0] != method:
+        raise CheckpointError(
+            f"{source} is a {method} checkpoint (Flipout layers: {len(flip)}) and converts only to a {method} "
+            f"model, not {name!r}" + ("; use deterministic.pth for det, drop or detflip" if method == "flip" else "")
+        )
+    arch = detect_architecture(sd)
+    name = name or f"{method}-{arch}"
+    model = _target_for(name, arch, _classes_of(sd, source), frontend)
     check_frontend(sd, model.frontend_config, source)
     body = {k: v for k, v in sd.items() if k not in FRONTEND_KEYS}
+    layers = dict(flipout_layers(model))
     head = {}
-    for prefix in ("fc1", "fc_audioset"):
-        if prefix + ".weight" in body:
+    for prefix in layers:
+        if prefix not in flip and prefix + ".weight" in body:
             head[prefix] = (body.pop(prefix + ".weight"), body.pop(prefix + ".bias", None))
     own = model.state_dict()
     priors = [k for k in own if ".prior_" in k]
@@ -319,7 +430,6 @@ def from_vipann_checkpoint(
     full = dict(own)
     full.update(body)
     model.load_state_dict(full, strict=True)
-    layers = dict(flipout_layers(model))
     for prefix, (weight, bias) in head.items():
         layers[prefix].init_from_deterministic(weight, bias, head_delta or 0.0, "zero")
     missing_priors = [k for k in priors if k not in body]

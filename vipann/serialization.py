@@ -1,0 +1,592 @@
+"""Saving and loading vipann model directories (``config.json`` + ``model.safetensors`` + ``README.md``).
+
+The layout is the Hugging Face Hub's (``huggingface_hub``'s ``ModelHubMixin`` writes the same
+three files), so a directory written by :func:`save_pretrained` can be pushed to the Hub as it is
+and read back by :func:`vipann.from_pretrained` from the Hub or from disk.
+
+``config.json`` holds everything needed to rebuild the network and to use it correctly:
+architecture, method, constructor arguments, classes and their names, the multi-label flag, the
+front end (the weights are only valid at its sample rate), the recommended number of Monte-Carlo
+samples, the provenance, and the SHA-256 of the weights file. Loading checks all of it and checks
+every tensor name and shape; a model is returned only when everything fits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from vipann._checkpoint import CheckpointError, check_state_dict
+from vipann._registry import PretrainedCfg, get_pretrained_cfg, is_model
+from vipann.frontend import FrontendConfig
+from vipann.labels import get_labels
+from vipann.models.pann import ARCHITECTURES, METHODS, PANN
+
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "README_NAME",
+    "WEIGHTS_NAME",
+    "cfg_from_config",
+    "load_pretrained_dir",
+    "read_config",
+    "save_pretrained",
+    "validate_config",
+    "verify_pretrained_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+README_NAME = "README.md"
+FORMAT_VERSION = 1
+
+_CLASSIFIER = "fc_audioset."
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NoneType = type(None)
+# Field -> accepted JSON types. bool is rejected where an int is expected (JSON true is not 1 class).
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "format_version": (int,),
+    "vipann_version": (str,),
+    "name": (str,),
+    "arch": (str,),
+    "method": (str,),
+    "num_classes": (int,),
+    "labels": (list,),
+    "multilabel": (bool,),
+    "sample_rate": (int,),
+    "clip_seconds": (int, float),
+    "frontend": (dict,),
+    "model_args": (dict,),
+    "default_num_samples": (int,),
+    "metrics": (dict,),
+    "metrics_source": (str,),
+    "license": (str,),
+    "provenance": (str,),
+    "source_checkpoint": (str, _NoneType),
+    "tags": (list,),
+    "weights_sha256": (str,),
+}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "description": (str,),
+    "hf_hub_id": (str, _NoneType),
+    "label_set": (str, _NoneType),
+    "created": (str,),
+    "extra": (dict,),
+}
+_MODEL_ARGS = frozenset(inspect.signature(PANN.__init__).parameters) - {"self", "arch", "method", "num_classes"}
+
+
+# -- config ------------------------------------------------------------------------------------
+def _vipann_version() -> str:
+    # Imported here: vipann/__init__ imports this module, so the package is complete only at call time.
+    import vipann
+
+    return str(getattr(vipann, "__version__", "unknown"))
+
+
+def _model_cfg(model: PANN) -> PretrainedCfg:
+    """The metadata to write for ``model``: its own ``pretrained_cfg`` or the registry's default."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, PretrainedCfg) or (cfg.arch, cfg.method) != (model.arch, model.method):
+        # A bare PANN (or one whose metadata no longer describes it) takes the registry entry of
+        # its architecture and method; every (method, arch) pair is registered.
+        cfg = get_pretrained_cfg(f"{model.method}-{model.arch}")
+    if cfg.num_classes != model.num_classes:
+        cfg = cfg.with_classes(model.num_classes)
+    return cfg
+
+
+def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = _model_cfg(model)
+    model_config = model.config()
+    frontend = model_config.pop("frontend")
+    for key in ("arch", "method", "num_classes"):
+        model_config.pop(key)
+    config: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "vipann_version": _vipann_version(),
+        "name": cfg.name,
+        "arch": model.arch,
+        "method": model.method,
+        "num_classes": model.num_classes,
+        "labels": list(cfg.labels),
+        "label_set": cfg.label_set,
+        "multilabel": cfg.multilabel,
+        # The model's own front end wins over the entry's: a 16 kHz Cnn14 is valid only at 16 kHz.
+        "sample_rate": int(frontend["sample_rate"]),
+        "clip_seconds": float(cfg.clip_seconds),
+        "frontend": frontend,
+        "model_args": model_config,
+        "default_num_samples": int(cfg.default_num_samples),
+        "metrics": {k: dict(v) for k, v in cfg.metrics.items()},
+        "metrics_source": cfg.metrics_source,
+        "license": cfg.license,
+        "provenance": cfg.provenance,
+        "source_checkpoint": cfg.source_checkpoint,
+        "tags": list(cfg.tags),
+        "description": cfg.description,
+        "hf_hub_id": cfg.hf_hub_id,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "extra": dict(extra_metadata or {}),
+        "weights_sha256": "",
+    }
+    try:
+        json.dumps(config["extra"], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"extra_metadata must be JSON-serialisable: {exc}") from None
+    return config
+
+
+def validate_config(config: Any, source: str = CONFIG_NAME) -> dict[str, Any]:
+    """Check a ``config.json`` dict against the schema.
+
+    Args:
+        config: The parsed JSON.
+        source: How to name the config in messages.
+
+    Returns:
+        ``config`` (unchanged).
+
+    Raises:
+        CheckpointError: Naming every field that is missing, of the wrong type or inconsistent.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source} must hold a JSON object, got {type(config).__name__}")
+    version = config.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source} has format_version {version}, written by vipann {config.get('vipann_version', '?')}; "
+            f"this vipann reads format_version <= {FORMAT_VERSION}: upgrade vipann"
+        )
+    problems: list[str] = []
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        problems.append(f"missing fields {missing}")
+    for key, types in (*_REQUIRED.items(), *_OPTIONAL.items()):
+        if key not in config:
+            continue
+        value = config[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("null" if t is _NoneType else t.__name__ for t in types)
+            problems.append(f"{key!r} must be {names}, got {type(value).__name__}")
+    if problems:
+        raise CheckpointError(f"{source} is not a valid vipann config: " + "; ".join(problems))
+
+    if config["format_version"] < 1:
+        problems.append(f"format_version must be >= 1, got {config['format_version']}")
+    if config["arch"] not in ARCHITECTURES:
+        problems.append(f"unknown architecture {config['arch']!r} (known: {', '.join(ARCHITECTURES)})")
+    if config["method"] not in METHODS:
+        problems.append(f"unknown method {config['method']!r} (known: {', '.join(METHODS)})")
+    if config["num_classes"] < 1:
+        problems.append(f"num_classes must be >= 1, got {config['num_classes']}")
+    for key in ("labels", "tags"):
+        if not all(isinstance(item, str) for item in config[key]):
+            problems.append(f"{key!r} must be a list of strings")
+    if len(config["labels"]) != config["num_classes"]:
+        problems.append(f"{len(config['labels'])} labels for num_classes={config['num_classes']}")
+    try:
+        frontend = FrontendConfig.from_dict(dict(config["frontend"]))
+        if frontend.sample_rate != config["sample_rate"]:
+            problems.append(f"sample_rate {config['sample_rate']} differs from frontend {frontend.sample_rate}")
+    except (TypeError, ValueError) as exc:
+        problems.append(f"invalid frontend: {exc}")
+    unknown_args = sorted(set(config["model_args"]) - _MODEL_ARGS)
+    if unknown_args:
+        problems.append(f"unknown model_args {unknown_args} (known: {sorted(_MODEL_ARGS - {'frontend'})})")
+    if config["default_num_samples"] < 1:
+        problems.append("default_num_samples must be >= 1")
+    if not _SHA256.fullmatch(config["weights_sha256"]):
+        problems.append("weights_sha256 must be 64 lower-case hex digits")
+    if problems:
+        raise CheckpointError(f"{source} is not a valid vipann config: " + "; ".join(problems))
+    return config
+
+
+def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate the ``config.json`` of a model directory.
+
+    Args:
+        directory: A directory written by :func:`save_pretrained` (or a Hub snapshot of one).
+
+    Returns:
+        The config dict.
+
+    Raises:
+        FileNotFoundError: If the directory or its ``config.json`` does not exist.
+        CheckpointError: If the file is not valid JSON or does not follow the schema.
+    """
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"model directory {str(directory)!r} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no {CONFIG_NAME}: it is not a directory written by vipann.save_pretrained "
+            f"(which holds {CONFIG_NAME}, {WEIGHTS_NAME} and {README_NAME})"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    return validate_config(config, source=str(path))
+
+
+def cfg_from_config(config: Mapping[str, Any]) -> PretrainedCfg:
+    """The :class:`PretrainedCfg` a loaded model carries, built from its ``config.json``.
+
+    ``weights`` is the registry entry's value when the name is registered and ``"none"``
+    otherwise; :func:`vipann.from_pretrained` sets ``"hub"`` for models it downloads.
+
+    Args:
+        config: A validated config dict.
+
+    Returns:
+        The metadata.
+    """
+    name = config["name"]
+    labels = tuple(config["labels"])
+    label_set = config.get("label_set")
+    if label_set is not None:
+        try:
+            label_set = label_set if get_labels(label_set) == labels else None
+        except (KeyError, ValueError):
+            label_set = None
+    tag = name.partition(".")[2] or None
+    return PretrainedCfg(
+        name=name,
+        arch=config["arch"],
+        method=config["method"],
+        tag=tag,
+        num_classes=config["num_classes"],
+        label_set=label_set,
+        label_names=() if label_set is not None else labels,
+        multilabel=config["multilabel"],
+        sample_rate=config["sample_rate"],
+        clip_seconds=float(config["clip_seconds"]),
+        frontend=dict(config["frontend"]),
+        default_num_samples=config["default_num_samples"],
+        license=config["license"],
+        provenance=config["provenance"],
+        weights=get_pretrained_cfg(name).weights if is_model(name) else "none",
+        description=config.get("description") or f"{config['method']}-{config['arch']} model",
+        metrics={k: dict(v) for k, v in config["metrics"].items()},
+        metrics_source=config["metrics_source"],
+        source_checkpoint=config["source_checkpoint"],
+        hf_hub_id=config.get("hf_hub_id"),
+        model_args=dict(config["model_args"]),
+        tags=tuple(config["tags"]),
+    )
+
+
+# -- files -------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    # Directories can be opened and fsynced on POSIX only; elsewhere the rename is the best we have.
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` directory to ``target``, replacing an old one if there is one."""
+    if not target.exists():
+        os.rename(tmp, target)
+        return
+    if not any(target.iterdir()):
+        target.rmdir()
+        os.rename(tmp, target)
+        return
+    # Two renames: the old directory is moved aside first, so ``target`` is at every instant
+    # either the complete old model, absent, or the complete new one, never a mixture.
+    backup = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+    os.rename(target, backup)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def save_pretrained(
+    model: PANN,
+    directory: str | os.PathLike[str],
+    *,
+    card: bool = True,
+    overwrite: bool = False,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a model as a Hub-ready directory: ``model.safetensors``, ``config.json``, ``README.md``.
+
+    Writing is atomic: the files are written and fsynced in a temporary directory next to
+    ``directory``, which is then renamed into place. An interrupted save leaves no directory that
+    loads (and removes its temporary directory unless the process itself dies).
+
+    Args:
+        model: The model. Its ``pretrained_cfg`` (if any) supplies the metadata; architecture,
+            method, classes and front end are always taken from the model itself.
+        directory: Target directory (created with its parents).
+        card: Also write the model card ``README.md`` (:func:`vipann.cards.render_card`).
+        overwrite: Replace an existing non-empty ``directory`` (atomically swapped).
+        extra_metadata: JSON-serialisable recipe metadata stored under ``config["extra"]``
+            (e.g. a calibration temperature).
+
+    Returns:
+        The directory.
+
+    Raises:
+        FileExistsError: If ``directory`` exists and is not empty (and ``overwrite`` is False),
+            or is a file.
+        TypeError: If ``model`` is not a PANN or ``extra_metadata`` is not JSON-serialisable.
+
+    Example:
+        >>> import vipann
+        >>> from vipann.serialization import load_pretrained_dir, save_pretrained
+        >>> path = save_pretrained(vipann.create_model("flip-tiny"), "flip-tiny-demo")  # doctest: +SKIP
+        >>> model = load_pretrained_dir(path)  # doctest: +SKIP
+    """
+    if not isinstance(model, PANN):
+        raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{str(target)!r} exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{str(target)!r} exists and is not empty; pass overwrite=True to replace it")
+    config = _build_config(model, extra_metadata)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        weights = tmp / WEIGHTS_NAME
+        save_file(state, str(weights), metadata={"format": "pt"})
+        _fsync(weights)
+        config["weights_sha256"] = _sha256(weights)
+        validate_config(config, source="the config being saved")
+        if card:
+            from vipann.cards import render_card
+
+            _write_text(tmp / README_NAME, render_card(config))
+        # config.json is written last: a directory without it never loads, whatever else is there.
+        _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+        _fsync(tmp)
+        _move_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(target.parent)
+    return target
+
+
+def _prior_param(key: str, expected: Mapping[str, torch.Tensor]) -> str | None:
+    prefix, _, leaf = key.rpartition(".")
+    if not leaf.startswith("prior_"):
+        return None
+    if "bias" in leaf:
+        return f"{prefix}.mu_bias"
+    for name in ("mu_kernel", "mu_weight"):
+        if f"{prefix}.{name}" in expected:
+            return f"{prefix}.{name}"
+    return None
+
+
+def _expected_shapes(own: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's shapes, where a Flipout prior may be 0-d or full-size (MOPED prior='weights')."""
+    expected = dict(own)
+    for key, value in incoming.items():
+        param = _prior_param(key, own) if key in own else None
+        if param is not None and param in own:
+            shape = tuple(value.shape)
+            if shape == () or shape == tuple(own[param].shape):
+                expected[key] = value
+    return expected
+
+
+class _Shape:
+    """A stand-in with a ``shape`` for header-only checks (no tensor data is read)."""
+
+    def __init__(self, shape: list[int]) -> None:
+        self.shape = tuple(shape)
+
+
+def _build_model(config: Mapping[str, Any], num_classes: int, device: str = "cpu") -> PANN:
+    with torch.device(device):
+        return PANN(
+            config["arch"],
+            config["method"],
+            num_classes,
+            frontend=dict(config["frontend"]),
+            **config["model_args"],
+        )
+
+
+def _check_files(directory: Path) -> tuple[dict[str, Any], Path]:
+    config = read_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{str(directory)!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    digest = _sha256(weights)
+    if digest != config["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights} does not match its config: SHA-256 {digest} but config.json records "
+            f"{config['weights_sha256']}; the file is corrupt, truncated or was replaced: save it again, or "
+            "download it again (from_pretrained(..., force_download=True))"
+        )
+    return config, weights
+
+
+def _unreadable(weights: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{weights} is not a readable safetensors file (corrupt or truncated?): {exc}")
+
+
+def verify_pretrained_dir(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a model directory without loading its tensors.
+
+    Validates ``config.json``, the SHA-256 of ``model.safetensors``, and every tensor name and
+    shape in the safetensors header against the network the config describes (built on the
+    ``meta`` device, so this is cheap for any architecture).
+
+    Args:
+        directory: The directory.
+
+    Returns:
+        The config dict.
+
+    Raises:
+        FileNotFoundError: If ``config.json`` or ``model.safetensors`` is missing.
+        CheckpointError: If anything does not fit, naming what.
+    """
+    directory = Path(directory)
+    config, weights = _check_files(directory)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: _Shape(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except SafetensorError as exc:
+        raise _unreadable(weights, exc) from None
+    own = _build_model(config, config["num_classes"], device="meta").state_dict()
+    check_state_dict(_expected_shapes(own, shapes), shapes, source=str(weights), target=config["name"])
+    return config
+
+
+def load_pretrained_dir(
+    directory: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+) -> PANN:
+    """Load a directory written by :func:`save_pretrained`.
+
+    Everything is checked before the model is returned: the config schema and format version,
+    the architecture and method, the SHA-256 of the weights, that the safetensors file is
+    complete, and every tensor name and shape. A failure raises and returns nothing.
+
+    Args:
+        directory: The directory (or a Hub snapshot of one).
+        num_classes: Size of the classifier. When it differs from the checkpoint's, every tensor
+            but the classifier (``fc_audioset.*``) is loaded and the new classifier keeps its fresh
+            initialisation, of the model's method (Flipout for ``flip``/``detflip``, a linear layer
+            behind the MC-dropout site for ``drop``); the dropped keys are logged.
+        device: Device to move the model to (default: CPU).
+
+    Returns:
+        The model in ``eval()`` mode, with ``model.pretrained_cfg`` (from the config) and
+        ``model.pretrained_source`` (``"local-dir:<absolute path>"``).
+
+    Raises:
+        FileNotFoundError: If the directory, ``config.json`` or ``model.safetensors`` is missing.
+        CheckpointError: For an invalid config, a checksum mismatch, an unreadable weights file, or
+            missing/unexpected/mis-shaped tensors.
+        ValueError: If ``num_classes`` is not positive.
+
+    Example:
+        >>> from vipann.serialization import load_pretrained_dir
+        >>> model = load_pretrained_dir("./flip-resnet54")  # doctest: +SKIP
+        >>> model.pretrained_cfg.default_num_samples  # doctest: +SKIP
+        30
+    """
+    directory = Path(directory)
+    config, weights = _check_files(directory)
+    if num_classes is not None and int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except SafetensorError as exc:
+        raise _unreadable(weights, exc) from None
+    ckpt_classes = config["num_classes"]
+    new_head = num_classes is not None and int(num_classes) != ckpt_classes
+    model = _build_model(config, int(num_classes) if new_head else ckpt_classes)
+    own = model.state_dict()
+    allow_missing: list[str] = []
+    dropped: list[str] = []
+    if new_head:
+        dropped = sorted(k for k in state if k.startswith(_CLASSIFIER))
+        state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
+        allow_missing = [k for k in own if k.startswith(_CLASSIFIER)]
+    check_state_dict(
+        _expected_shapes(own, state),
+        state,
+        source=str(weights),
+        target=f"{config['name']} ({config['method']}-{config['arch']})",
+        allow_missing=allow_missing,
+    )
+    full = dict(own)
+    full.update(state)
+    model.load_state_dict(full, strict=True)
+    if new_head:
+        logger.info(
+            "%s: classifier resized from %d to %d classes; dropped %d checkpoint keys: %s; the new %s head "
+            "keeps its fresh initialisation",
+            config["name"],
+            ckpt_classes,
+            model.num_classes,
+            len(dropped),
+            ", ".join(dropped),
+            type(model.fc_audioset).__name__,
+        )
+    cfg = cfg_from_config(config)
+    if new_head:
+        cfg = cfg.with_classes(model.num_classes)
+    model.pretrained_cfg = cfg
+    model.pretrained_source = f"local-dir:{directory.resolve()}"
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
