@@ -119,9 +119,7 @@ def test_seeded_state_dict_rules():
     # A Flipout mean equals the seeded deterministic weight it replaces.
     assert torch.equal(state["resnet.layer1.0.conv1.mu_kernel"], det["resnet.layer1.0.conv1.weight"])
     # num_classes draws a fresh tensor; it is not a slice of the 527-class one.
-    fresh = seeded_state_dict(det_specs, "ResNet54", num_classes=50, only=["fc_audioset.bias"])[
-        "fc_audioset.bias"
-    ]
+    fresh = seeded_state_dict(det_specs, "ResNet54", num_classes=50, only=["fc_audioset.bias"])["fc_audioset.bias"]
     assert fresh.shape == (50,) and not torch.equal(fresh, det["fc_audioset.bias"][:50])
     with pytest.raises(KeyError, match="not in the key list"):
         seeded_state_dict(det_specs, "ResNet54", only=["nope.weight"])

@@ -1,14 +1,28 @@
-"""vipann: uncertainty-aware audio classification with PANNs."""
+"""vipann: uncertainty-aware audio classification with PANNs.
+
+The public API, re-exported explicitly: building and loading models (``create_model``,
+``from_pretrained``, ``save_pretrained``), Monte-Carlo prediction (``predict``), and the
+sub-packages ``layers``, ``metrics``, ``uncertainty``, ``convert``.
+"""
 
 from vipann import layers
+from vipann._checkpoint import CheckpointError
+from vipann._hub import HubError, NotCachedError, push_to_hub
 from vipann._registry import PretrainedCfg, get_pretrained_cfg, list_models
+from vipann.cards import render_card
 from vipann.factory import create_model, from_pretrained
 from vipann.models import PANN
+from vipann.sampling import Prediction, predict
+from vipann.serialization import load_pretrained_dir, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PANN",
+    "CheckpointError",
+    "HubError",
+    "NotCachedError",
+    "Prediction",
     "PretrainedCfg",
     "__version__",
     "create_model",
@@ -16,4 +30,9 @@ __all__ = [
     "get_pretrained_cfg",
     "layers",
     "list_models",
+    "load_pretrained_dir",
+    "predict",
+    "push_to_hub",
+    "render_card",
+    "save_pretrained",
 ]

@@ -143,6 +143,5 @@ def state_dict_from_object(obj: object, source: str = "checkpoint") -> dict[str,
         if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
             return dict(obj)
     raise CheckpointError(
-        f"{source} holds no state dict (expected a name->tensor mapping, or a dict with a 'model' entry "
-        "as PANNs saves)"
+        f"{source} holds no state dict (expected a name->tensor mapping, or a dict with a 'model' entry as PANNs saves)"
     )

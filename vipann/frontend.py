@@ -287,9 +287,7 @@ class LogMelFrontend(nn.Module):
             raise TypeError(f"config must be a FrontendConfig, got {type(config).__name__}")
         self.config = config
         window = _periodic_hann(config.window_size).to(torch.float32)
-        melW = mel_filterbank(
-            config.sample_rate, config.window_size, config.mel_bins, config.fmin, config.fmax
-        )
+        melW = mel_filterbank(config.sample_rate, config.window_size, config.mel_bins, config.fmin, config.fmax)
         # Computed on the CPU, then placed on the current default device (e.g. inside a
         # ``with torch.device(...)`` block), like every other parameter of the model.
         device = torch.empty(0).device
@@ -457,12 +455,8 @@ class SpecAugment(nn.Module):
         if not self.training:
             return x
         batch, _, time, freq = x.shape
-        time_mask = _stripe_mask(
-            batch, time, self.time_drop_width, self.time_stripes_num, generator, x.device
-        )
-        freq_mask = _stripe_mask(
-            batch, freq, self.freq_drop_width, self.freq_stripes_num, generator, x.device
-        )
+        time_mask = _stripe_mask(batch, time, self.time_drop_width, self.time_stripes_num, generator, x.device)
+        freq_mask = _stripe_mask(batch, freq, self.freq_drop_width, self.freq_stripes_num, generator, x.device)
         mask = time_mask[:, None, :, None] | freq_mask[:, None, None, :]
         return x.masked_fill(mask, 0.0)
 
@@ -511,9 +505,7 @@ def do_mixup(x: Tensor, mixup_lambda: Tensor) -> Tensor:
     if x.ndim < 1 or x.shape[0] % 2:
         raise ValueError(f"do_mixup needs an even batch size, got x of shape {tuple(x.shape)}")
     if mixup_lambda.ndim != 1 or mixup_lambda.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"mixup_lambda must have shape ({x.shape[0]},) to match x, got {tuple(mixup_lambda.shape)}"
-        )
+        raise ValueError(f"mixup_lambda must have shape ({x.shape[0]},) to match x, got {tuple(mixup_lambda.shape)}")
     lam = mixup_lambda.to(device=x.device, dtype=x.dtype)
     return (x[0::2].transpose(0, -1) * lam[0::2] + x[1::2].transpose(0, -1) * lam[1::2]).transpose(0, -1)
 

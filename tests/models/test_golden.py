@@ -87,17 +87,11 @@ def test_vipann_flip_transfer_layout(golden, inputs):
     assert model.num_classes == 50
     with torch.no_grad():
         logits = model(inputs["5s"])
-    torch.testing.assert_close(
-        torch.sigmoid(logits), golden["vipann_flip_tl50.5s.clipwise"], atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(torch.sigmoid(logits), golden["vipann_flip_tl50.5s.clipwise"], atol=1e-5, rtol=0)
     torch.testing.assert_close(logits, golden["vipann_flip_tl50.5s.embedding"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        kl_loss(model).reshape(1), golden["vipann_flip_tl50.5s.kl_loss"], atol=0.05, rtol=1e-5
-    )
+    torch.testing.assert_close(kl_loss(model).reshape(1), golden["vipann_flip_tl50.5s.kl_loss"], atol=0.05, rtol=1e-5)
     head = model.fc1.kl_divergence() + model.fc_audioset.kl_divergence()
-    torch.testing.assert_close(
-        head.reshape(1), golden["vipann_flip_tl50.5s.kl_loss_head"], atol=1e-3, rtol=1e-5
-    )
+    torch.testing.assert_close(head.reshape(1), golden["vipann_flip_tl50.5s.kl_loss_head"], atol=1e-3, rtol=1e-5)
     # the checkpoint's model is a real Flip model: sampling changes the output only when asked
     with torch.no_grad(), vipann.layers.mc_sampling(model):
         sampled = model(inputs["1s"])

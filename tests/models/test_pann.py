@@ -101,9 +101,7 @@ def test_stages_compose_to_forward():
     torch.testing.assert_close(model.run_stages(mid, k), model(x))
     assert vipann.create_model("det-tiny").first_stochastic_stage() == len(model.stage_names)
     assert (
-        vipann.create_model("detflip-tiny").stage_names[
-            vipann.create_model("detflip-tiny").first_stochastic_stage()
-        ]
+        vipann.create_model("detflip-tiny").stage_names[vipann.create_model("detflip-tiny").first_stochastic_stage()]
         == "fc1"
     )
 

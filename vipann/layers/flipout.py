@@ -62,13 +62,9 @@ def _normal(like: torch.Tensor, groups: int, generator: torch.Generator | None) 
     return torch.empty(shape, dtype=like.dtype, device=like.device).normal_(generator=generator)
 
 
-def _gaussian_kl(
-    mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor
-) -> torch.Tensor:
+def _gaussian_kl(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor) -> torch.Tensor:
     """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2))."""
-    return (
-        torch.log(sigma_p) - torch.log(sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2.0 * sigma_p**2) - 0.5
-    )
+    return torch.log(sigma_p) - torch.log(sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2.0 * sigma_p**2) - 0.5
 
 
 class FlipoutLayer(StochasticModule):
@@ -223,14 +219,10 @@ class FlipoutLayer(StochasticModule):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         reduce = torch.mean if reduction == "mean" else torch.sum
-        kl = reduce(
-            _gaussian_kl(self.mu_w, F.softplus(self.rho_w), self.prior_weight_mu, self.prior_weight_sigma)
-        )
+        kl = reduce(_gaussian_kl(self.mu_w, F.softplus(self.rho_w), self.prior_weight_mu, self.prior_weight_sigma))
         if self.mu_bias is not None:
             kl = kl + reduce(
-                _gaussian_kl(
-                    self.mu_bias, F.softplus(self.rho_bias), self.prior_bias_mu, self.prior_bias_sigma
-                )
+                _gaussian_kl(self.mu_bias, F.softplus(self.rho_bias), self.prior_bias_mu, self.prior_bias_sigma)
             )
         return kl
 
@@ -346,9 +338,7 @@ class Conv2dFlipout(FlipoutLayer):
         self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         self.padding, self.dilation, self.groups = pair(padding), pair(dilation), int(groups)
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        super().__init__(
-            shape, out_channels, bias, prior_mean, prior_sigma, posterior_mu_init, posterior_rho_init
-        )
+        super().__init__(shape, out_channels, bias, prior_mean, prior_sigma, posterior_mu_init, posterior_rho_init)
 
     def extra_repr(self) -> str:
         """Summary shown by ``repr(module)``."""

@@ -176,9 +176,7 @@ class ResNetTrunk(nn.Module):
         block_dropout: Training-only dropout inside each block.
     """
 
-    def __init__(
-        self, block: str, layers: tuple[int, ...], inplanes: int = 64, block_dropout: float = 0.1
-    ) -> None:
+    def __init__(self, block: str, layers: tuple[int, ...], inplanes: int = 64, block_dropout: float = 0.1) -> None:
         super().__init__()
         cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
         planes_per_stage = (64, 128, 256, 512)

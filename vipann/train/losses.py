@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vipann.layers import flipout_layers, kl_loss
+from vipann.layers import flipout_layers
 
 __all__ = ["LossConfig", "classification_loss", "elbo_loss", "focal_loss"]
 
@@ -127,7 +127,9 @@ def elbo_loss(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Negative ELBO: data term + KL / N_train (VI-PANN Section 3.5), for any model.
 
-    Models without Flipout layers get a zero KL, so the same code trains every method.
+    The KL sums over the Flipout layers whose parameters are being trained (all of them unless a
+    backbone is frozen); models without Flipout layers get a zero KL, so the same code trains every
+    method.
 
     Args:
         logits: ``(B, C)``.
@@ -148,8 +150,12 @@ def elbo_loss(
     config = config or LossConfig()
     data = classification_loss(logits, targets, multilabel=multilabel, config=config)
     module = getattr(model, "module", model)
-    if next(flipout_layers(module), None) is None:
+    # Only the Bayesian layers being trained contribute: a frozen Flipout backbone's KL is a
+    # constant that would only shift the reported loss.
+    layers = [layer for _, layer in flipout_layers(module) if layer.mu_w.requires_grad]
+    if not layers:
         kl = torch.zeros((), device=logits.device, dtype=logits.dtype)
     else:
-        kl = kl_loss(module, config.kl_reduction) * (config.kl_weight / num_train)
+        total = sum(layer.kl_divergence(config.kl_reduction) for layer in layers)
+        kl = total * (config.kl_weight / num_train)
     return data + kl, data, kl
