@@ -30,12 +30,29 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "did you mean: flip-resnet54" in capsys.readouterr().err
 
 
-def test_demo_writes_report(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
-    report = (tmp_path / "report.md").read_text()
-    assert "Table 1 reproduced exactly: **yes**" in report
-    assert "| flip | 50 | 206,620,004 | 206,620,004 | 26,653,313,032 | 26,653,313,032 |" in report
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+def test_table1_rows_are_exact():
+    from vipann.demo import TABLE1, table1_rows
+
+    for method, classes, params, paper_params, macs, paper_macs in table1_rows():
+        assert params == paper_params == TABLE1[method, classes][0]
+        assert macs == paper_macs
+
+
+def test_predict_command(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    good = tmp_path / "a.wav"
+    sf.write(good, 0.1 * np.random.default_rng(0).standard_normal(32000), 16000)
+    missing = tmp_path / "missing.wav"
+    assert main(["predict", str(good), str(missing), "-m", "flip-demo", "-n", "3", "--top-k", "2", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "missing.wav" in captured.err
+    import json as _json
+
+    rows = _json.loads(captured.out)
+    assert len(rows) == 1 and len(rows[0]["top"]) == 2 and rows[0]["num_samples"] == 3
+    assert abs(rows[0]["total"] - rows[0]["aleatoric"] - rows[0]["epistemic"]) < 1e-5
 
 
 def test_parser_requires_a_command():

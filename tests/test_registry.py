@@ -26,9 +26,11 @@ def test_every_entry_follows_the_schema(name):
     assert len(cfg.labels) == cfg.num_classes
     assert cfg.sample_rate == cfg.frontend["sample_rate"] == ARCHITECTURES[cfg.arch].frontend.sample_rate
     json.dumps(cfg.to_dict())  # serialisable for config.json
-    if cfg.weights != "none":
+    if cfg.weights in ("hub", "convert"):
         assert cfg.hf_hub_id == f"vipann/{name}"
         assert cfg.convert_command().startswith("vipann convert ")
+    if cfg.weights == "package":
+        assert vipann.from_pretrained(name).num_classes == cfg.num_classes
     if cfg.method == "det":
         assert cfg.default_num_samples == 1
     else:

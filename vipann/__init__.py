@@ -5,26 +5,32 @@ The public API, re-exported explicitly: building and loading models (``create_mo
 sub-packages ``layers``, ``metrics``, ``uncertainty``, ``convert``.
 """
 
-from vipann import layers
+from vipann import calibration, layers
 from vipann._checkpoint import CheckpointError
 from vipann._hub import HubError, NotCachedError, push_to_hub
 from vipann._registry import PretrainedCfg, get_pretrained_cfg, list_models
 from vipann.cards import render_card
+from vipann.ensemble import Ensemble
 from vipann.factory import create_model, from_pretrained
 from vipann.models import PANN
 from vipann.sampling import Prediction, predict
 from vipann.serialization import load_pretrained_dir, save_pretrained
+from vipann.tagging import AudioTagging, CheckpointNotFoundError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PANN",
+    "AudioTagging",
     "CheckpointError",
+    "CheckpointNotFoundError",
+    "Ensemble",
     "HubError",
     "NotCachedError",
     "Prediction",
     "PretrainedCfg",
     "__version__",
+    "calibration",
     "create_model",
     "from_pretrained",
     "get_pretrained_cfg",

@@ -45,7 +45,7 @@ PANNS_RELEASE: dict[str, tuple[str, float]] = {
 
 _DEFAULT_SAMPLES = {"det": 1, "drop": 30, "flip": 30, "detflip": 30}
 _LICENSES = ("mit", "cc-by-4.0", "cc-by-nc-3.0", "other")
-_WEIGHTS = ("hub", "convert", "none")
+_WEIGHTS = ("hub", "convert", "package", "none")
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,16 @@ class PretrainedCfg:
         provenance: How the weights are made.
         source_checkpoint: Original checkpoint file the weights are converted from, if any.
         weights: ``"hub"`` (published on the Hub), ``"convert"`` (build locally with
-            ``vipann convert`` from the original checkpoint) or ``"none"`` (architecture only).
+            ``vipann convert`` from the original checkpoint), ``"package"`` (shipped inside vipann:
+            the demo zoo) or ``"none"`` (architecture only).
         hf_hub_id: Hub repository id (``org/name``).
         model_args: Extra :class:`vipann.models.PANN` constructor arguments.
         description: One line for tables.
         tags: Hub tags.
         label_names: Explicit class names (overrides ``label_set``), e.g. for a fine-tuned model.
+        temperature: Temperature that :func:`vipann.predict` divides every sample's logits by (a
+            float, or one per class for multi-label models), fitted with
+            :func:`vipann.calibration.calibrate`; None for no scaling.
     """
 
     name: str
@@ -101,6 +105,7 @@ class PretrainedCfg:
     model_args: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ("audio-classification", "audio-tagging", "uncertainty", "pann")
     label_names: tuple[str, ...] = ()
+    temperature: float | tuple[float, ...] | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -115,6 +120,11 @@ class PretrainedCfg:
     def published(self) -> bool:
         """Whether the weights can be downloaded from the Hub."""
         return self.weights == "hub"
+
+    @property
+    def available(self) -> bool:
+        """Whether ``from_pretrained(name)`` works out of the box (Hub or shipped in the package)."""
+        return self.weights in ("hub", "package")
 
     def convert_command(self) -> str | None:
         """The ``vipann convert`` command that builds these weights locally, if there is one."""
@@ -156,6 +166,7 @@ class PretrainedCfg:
             label_names=tuple(labels or ()),
             metrics={},
             metrics_source="",
+            temperature=None,
         )
 
     def validate(self) -> None:
@@ -188,7 +199,7 @@ class PretrainedCfg:
             problems.append(f"license must be one of {_LICENSES}")
         if self.weights not in _WEIGHTS:
             problems.append(f"weights must be one of {_WEIGHTS}")
-        if self.weights != "none" and not self.hf_hub_id:
+        if self.weights in ("hub", "convert") and not self.hf_hub_id:
             problems.append("an entry with weights needs hf_hub_id")
         if self.weights == "convert" and self.source_checkpoint is None:
             problems.append("weights='convert' needs source_checkpoint")
@@ -382,7 +393,39 @@ def _tiny_entries() -> None:
         )
 
 
+def _demo_entries() -> None:
+    spec = ARCHITECTURES["demo"]
+    how = {
+        "det": "trained from scratch",
+        "drop": "trained from scratch with MC dropout (0.2 after conv blocks, 0.5 before fc1 and classifier)",
+        "flip": "initialised from det-demo by MOPED (delta 0.5), then trained on the ELBO",
+        "detflip": "det-demo's backbone with a Flipout head from MOPED (delta 0.5), then trained on the ELBO",
+    }
+    for method in METHODS:
+        register_model(
+            PretrainedCfg(
+                name=f"{method}-demo",
+                arch="demo",
+                method=method,
+                num_classes=20,
+                label_set="synthetic",
+                multilabel=True,
+                sample_rate=spec.frontend.sample_rate,
+                clip_seconds=2.0,
+                frontend=spec.frontend.to_dict(),
+                default_num_samples=_DEFAULT_SAMPLES[method] // 3 or 1,
+                license="mit",
+                weights="package",
+                provenance=f"Demo zoo: {how[method]} on the generated mini-AudioSet (vipann.datasets.synthetic, "
+                "seed 0) with the AudioSet pre-training recipe; rebuilt by scripts/build_demo_zoo.sh.",
+                description=f"Demo {method} model of the embedded zoo (20 synthetic sound-event classes)",
+                tags=(*PretrainedCfg.tags, "demo", *(("bayesian",) if method != "det" else ())),
+            )
+        )
+
+
 _audioset_entries()
+_demo_entries()
 _tiny_entries()
 
 
@@ -396,7 +439,12 @@ def zoo_table(pattern: str = "*") -> str:
         A Markdown table: name, classes, sample rate, default MC samples, availability, AudioSet
         mAP where reported, and the source of the weights.
     """
-    status = {"hub": "published", "convert": "build it yourself (`vipann convert`)", "none": "architecture only"}
+    status = {
+        "hub": "published",
+        "convert": "build it yourself (`vipann convert`)",
+        "package": "ships with vipann",
+        "none": "architecture only",
+    }
     rows = [
         "| name | classes | sample rate | MC samples | weights | AudioSet mAP | source |",
         "|---|---|---|---|---|---|---|",

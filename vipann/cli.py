@@ -91,7 +91,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if kind == "auto":
         flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
         kind = "bayesian-torch" if flipout else "panns"
-    name = args.name or convert.default_name(args.file, state, kind)
+    # The file name is the only thing that tells a DecisionLevel Cnn14 from Cnn14 (same tensors):
+    # default_name refuses it, also when a --name is given.
+    default = convert.default_name(args.file, state, kind)
+    name = args.name or default
     if kind == "panns":
         model = convert.from_panns_checkpoint(state, name, moped_delta=args.moped_delta, moped_prior=args.moped_prior)
     elif kind == "vipann":
@@ -201,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdout", action="store_true", help="print instead of writing DIR/README.md")
     p.set_defaults(func=_cmd_card)
 
+    from vipann._cli_eval import add_eval_commands
+
+    add_eval_commands(sub)
+
     p = sub.add_parser("demo", help="run the embedded end-to-end demo")
     p.add_argument("--out", default="vipann-demo", help="output directory")
     p.add_argument("--quick", action="store_true", help="smaller run (for tests)")
@@ -220,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
         print(f"vipann {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

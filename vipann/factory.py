@@ -14,7 +14,7 @@ from vipann._checkpoint import CheckpointError
 from vipann._registry import PretrainedCfg, get_pretrained_cfg, is_model
 from vipann.models.pann import PANN
 
-__all__ = ["create_model", "from_pretrained"]
+__all__ = ["create_model", "from_pretrained", "package_weights_dir"]
 
 
 def create_model(
@@ -53,6 +53,29 @@ def create_model(
         model = PANN(cfg.arch, cfg.method, cfg.num_classes, **args)
     model.pretrained_cfg = cfg
     return model
+
+
+def package_weights_dir(name: str) -> Path:
+    """The directory (zoo layout) of a model whose weights ship inside vipann (the demo zoo).
+
+    Args:
+        name: Registry name of an entry with ``weights="package"``.
+
+    Returns:
+        The directory path.
+
+    Raises:
+        FileNotFoundError: If the files are missing from this installation.
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("vipann").joinpath("data", "zoo", name)))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the packaged weights of {name!r} are missing from this vipann installation ({path}); "
+            "rebuild them with scripts/build_demo_zoo.sh"
+        )
+    return path
 
 
 def _unpublished_message(cfg: PretrainedCfg) -> str:
@@ -203,6 +226,14 @@ def from_pretrained(
     entry: PretrainedCfg | None = None
     if kind == "registry":
         entry = get_pretrained_cfg(value)
+        if entry.weights == "package":
+            # Shipped inside the package: the same directory loader as local-dir: and the Hub.
+            if revision is not None:
+                raise ValueError(f"{value!r} ships inside vipann; it has no revisions")
+            model = load_pretrained_dir(package_weights_dir(entry.name), num_classes=num_classes, device=device)
+            model.pretrained_cfg = entry.with_classes(model.num_classes)
+            model.pretrained_source = f"package:{entry.name}"
+            return model.eval()
         if not entry.published or not entry.hf_hub_id:
             raise RuntimeError(_unpublished_message(entry))
         repo_id = entry.hf_hub_id

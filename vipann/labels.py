@@ -14,6 +14,8 @@ LABEL_SETS: dict[str, tuple[str, int]] = {
     "esc50": ("esc50.txt", 50),
     "urbansound8k": ("urbansound8k.txt", 10),
     "dcase2013": ("dcase2013.txt", 10),
+    # The 20 event classes of the generated mini-AudioSet (vipann.datasets.synthetic) the demo zoo knows.
+    "synthetic": ("synthetic.txt", 20),
 }
 
 

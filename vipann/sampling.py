@@ -228,6 +228,7 @@ def predict(
     aggregate: str | None = None,
     max_rows: int | None = None,
     progress: bool = False,
+    temperature: float | Sequence[float] | Tensor | None = None,
 ) -> Prediction:
     """Monte-Carlo prediction with uncertainty for a batch of clips.
 
@@ -254,9 +255,13 @@ def predict(
             per-draw weight sampling dominates and large stacked activations leave the cache);
             see ``benchmarks/bench_predict.py``.
         progress: Show a progress bar.
+        temperature: Divide every sample's logits by this before the softmax/sigmoid (scalar or
+            ``(C,)``); default: the model's ``pretrained_cfg.temperature`` (none if unset). Pass
+            ``1.0`` for the raw probabilities of a calibrated model.
 
     Returns:
-        A :class:`Prediction` with ``probs`` of shape ``(S, B, C)``.
+        A :class:`Prediction` with ``probs`` of shape ``(S, B, C)`` (``(M·S, B, C)`` for an
+        :class:`~vipann.Ensemble` of ``M`` members).
 
     Raises:
         ValueError: On empty, non-finite or mis-shaped audio, a sample-rate mismatch, or bad
@@ -270,7 +275,28 @@ def predict(
         >>> result.probs.shape, result.epistemic.shape
         (torch.Size([4, 2, 10]), torch.Size([2]))
     """
+    from vipann.ensemble import Ensemble, predict_ensemble
+
+    if isinstance(model, Ensemble):
+        return predict_ensemble(
+            model,
+            waveforms,
+            num_samples,
+            batch_size=batch_size,
+            device=device,
+            generator=generator,
+            multilabel=multilabel,
+            sample_rate=sample_rate,
+            window_seconds=window_seconds,
+            hop_seconds=hop_seconds,
+            aggregate=aggregate,
+            max_rows=max_rows,
+            progress=progress,
+            temperature=temperature,
+        )
     cfg = getattr(model, "pretrained_cfg", None)
+    if temperature is None:
+        temperature = getattr(cfg, "temperature", None)
     if num_samples is None:
         num_samples = cfg.default_num_samples if cfg is not None else (1 if model.method == "det" else 30)
     num_samples = int(num_samples)
@@ -319,6 +345,10 @@ def predict(
     for wave, index in iterator:
         wave = wave.to(device=device, dtype=param.dtype)
         s_logits[:, index] = _sample_logits(model, wave, num_samples, generator, max_rows)
+    if temperature is not None:
+        from vipann.calibration import apply_temperature
+
+        s_logits = apply_temperature(s_logits, temperature)
     probs = torch.sigmoid(s_logits) if multilabel else torch.softmax(s_logits, dim=-1)
     owner_t = torch.as_tensor(owner, device=device)
     num_clips = len(clips)

@@ -88,6 +88,8 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "label_set": (str, _NoneType),
     "created": (str,),
     "extra": (dict,),
+    "temperature": (int, float, list, _NoneType),
+    "head": (dict, _NoneType),
 }
 _MODEL_ARGS = frozenset(inspect.signature(PANN.__init__).parameters) - {"self", "arch", "method", "num_classes"}
 
@@ -142,6 +144,8 @@ def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict
         "tags": list(cfg.tags),
         "description": cfg.description,
         "hf_hub_id": cfg.hf_hub_id,
+        "temperature": list(cfg.temperature) if isinstance(cfg.temperature, tuple) else cfg.temperature,
+        "head": getattr(model, "head_config", None),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "extra": dict(extra_metadata or {}),
         "weights_sha256": "",
@@ -292,6 +296,7 @@ def cfg_from_config(config: Mapping[str, Any]) -> PretrainedCfg:
         hf_hub_id=config.get("hf_hub_id"),
         model_args=dict(config["model_args"]),
         tags=tuple(config["tags"]),
+        temperature=tuple(t) if isinstance(t := config.get("temperature"), list) else t,
     )
 
 
@@ -450,13 +455,21 @@ class _Shape:
 
 def _build_model(config: Mapping[str, Any], num_classes: int, device: str = "cpu") -> PANN:
     with torch.device(device):
-        return PANN(
+        model = PANN(
             config["arch"],
             config["method"],
             num_classes,
             frontend=dict(config["frontend"]),
             **config["model_args"],
         )
+    head = config.get("head")
+    if head is not None:
+        from vipann.calibration import attach_sngp_head
+
+        if head.get("type") != "sngp":
+            raise CheckpointError(f"unknown head type {head.get('type')!r} in the config (known: 'sngp')")
+        attach_sngp_head(model, **{k: v for k, v in head.items() if k != "type"})
+    return model
 
 
 def _check_files(directory: Path) -> tuple[dict[str, Any], Path]:

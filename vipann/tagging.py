@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 #: The model :class:`AudioTagging` builds when none is named: Cnn14 with MC dropout, whose
 #: deterministic output (``num_samples=1``) is exactly panns-inference's.
 DEFAULT_MODEL = "drop-cnn14"
+# The flavour a PANNs checkpoint becomes when no model is named: same weights, uncertainty available.
+_DEFAULT_METHOD = "drop"
 
 _RELEASE_FILES = frozenset(filename for filename, _ in PANNS_RELEASE.values())
 
@@ -78,9 +80,9 @@ def _in_place_file(name: str) -> Path | None:
 
 def _how_to_get(name: str) -> str:
     cfg = get_pretrained_cfg(name)
-    lines = [f"no weights for {name!r} are available locally, and vipann never downloads a checkpoint silently."]
     if cfg.weights == "none":
         return f"{name!r} is an architecture without pretrained weights; build it with vipann.create_model({name!r})"
+    lines = [f"no weights for {name!r} are available locally, and vipann never downloads a checkpoint silently."]
     source = cfg.source_checkpoint
     if source in _RELEASE_FILES:
         here = panns_data_dir() / source
@@ -130,12 +132,14 @@ def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
     detected = default_name(path, state, "bayesian-torch" if flipout else "panns")
     if model is None:
         arch = split_model_name(detected)[1]
-        name = detected if flipout else f"{DEFAULT_MODEL.split('-')[0]}-{arch}"
+        name = detected if flipout else f"{_DEFAULT_METHOD}-{arch}"
     else:
         name = model
         arch = detect_architecture(state)
         if split_model_name(name)[1] != arch:
-            raise CheckpointError(f"{path.name} is a {arch} checkpoint but model={name!r} is a {split_model_name(name)[1]}")
+            raise CheckpointError(
+                f"{path.name} is a {arch} checkpoint but model={name!r} is a {split_model_name(name)[1]}"
+            )
     if flipout:
         return from_bayesian_torch(state, name, source=path.name), name
     return from_panns_checkpoint({"model": state}, name), name
@@ -230,7 +234,7 @@ class AudioTagging:
         >>> from vipann import AudioTagging
         >>> tagger = AudioTagging(checkpoint_path=None, device="cuda")  # doctest: +SKIP
         >>> clipwise_output, embedding = tagger.inference(audio[None, :])  # doctest: +SKIP
-        >>> mean, embedding, unc = tagger.inference(audio[None, :], num_samples=30, return_uncertainty=True)  # doctest: +SKIP
+        >>> mean, embedding, unc = tagger.inference(audio[None], 30, return_uncertainty=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -245,8 +249,9 @@ class AudioTagging:
         Args:
             model: A registry name (``"drop-cnn14"``, ``"det-cnn14"``, ``"flip-resnet54"``, ...), a
                 source (``"local-dir:PATH"``, ``"hf-hub:org/name"``), or a :class:`vipann.PANN`
-                instance. ``None`` (as in panns-inference) means :data:`DEFAULT_MODEL`, or with a
-                PANNs ``checkpoint_path`` the ``drop`` flavour of that checkpoint's architecture.
+                instance (used as it is: moved to ``device`` and put in ``eval()`` mode). ``None``
+                (as in panns-inference) means :data:`DEFAULT_MODEL`, or with a PANNs
+                ``checkpoint_path`` the ``drop`` flavour of that checkpoint's architecture.
             checkpoint_path: A PANNs ``.pth`` file (``~/panns_data/Cnn14_mAP=0.431.pth``, any
                 release file from Zenodo record 3987831), a VI-PANN/bayesian-torch ``.pth``, or a
                 vipann model directory. It becomes ``model`` when that is a registry name.
@@ -296,7 +301,10 @@ class AudioTagging:
         return num_samples
 
     def _waveform(self, audio: ArrayLike | torch.Tensor) -> torch.Tensor:
-        wave = audio if isinstance(audio, torch.Tensor) else torch.from_numpy(np.asarray(audio))
+        if isinstance(audio, torch.Tensor):
+            wave = audio
+        else:
+            wave = torch.from_numpy(np.require(np.asarray(audio), requirements=("C_CONTIGUOUS", "WRITEABLE")))
         if wave.dim() == 1:
             wave = wave[None]
         if wave.is_floating_point():
@@ -318,12 +326,34 @@ class AudioTagging:
     def inference(
         self,
         audio: ArrayLike | torch.Tensor,
+        num_samples: int | None,
+        return_uncertainty: Literal[True],
+        *,
+        generator: torch.Generator | int | None = ...,
+        sample_rate: int | None = ...,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
+
+    @overload
+    def inference(
+        self,
+        audio: ArrayLike | torch.Tensor,
         num_samples: int | None = ...,
         *,
         return_uncertainty: Literal[True],
         generator: torch.Generator | int | None = ...,
         sample_rate: int | None = ...,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
+
+    @overload
+    def inference(
+        self,
+        audio: ArrayLike | torch.Tensor,
+        num_samples: int | None = ...,
+        return_uncertainty: bool = ...,
+        *,
+        generator: torch.Generator | int | None = ...,
+        sample_rate: int | None = ...,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
 
     @torch.no_grad()
     def inference(

@@ -5,7 +5,7 @@ from vipann.datasets import DATASETS, ESC50, ClipDataset, get_dataset, list_data
 
 
 def test_registry_names():
-    assert list_datasets() == ["esc50", "urbansound8k", "dcase2013", "folder", "unlabelled"]
+    assert list_datasets() == ["esc50", "urbansound8k", "dcase2013", "folder", "unlabelled", "synthetic_downstream"]
     assert all(issubclass(cls, ClipDataset) and cls.dataset_name == name for name, cls in DATASETS.items())
 
 

@@ -19,27 +19,47 @@ from vipann.datasets.esc50 import ESC10_TARGETS, ESC50
 from vipann.datasets.folder import AudioFolder, UnlabelledFolder
 from vipann.datasets.records import ClipRecord
 from vipann.datasets.registry import DATASETS, get_dataset, list_datasets
+from vipann.datasets.synthetic import (
+    AUDIOSET_CLASSES,
+    DOWNSTREAM_CLASSES,
+    OOD_CLASS,
+    MiniAudioSet,
+    SyntheticDownstream,
+    corpus,
+    make_downstream,
+    make_mini_audioset,
+    make_ood,
+)
 from vipann.datasets.urbansound8k import UrbanSound8K
 
 __all__ = [
+    "AUDIOSET_CLASSES",
     "DATASETS",
     "DCASE2013",
+    "DOWNSTREAM_CLASSES",
     "ESC10_TARGETS",
     "ESC50",
+    "OOD_CLASS",
     "AudioFolder",
     "AudioInfo",
     "AudioReadError",
     "ClipDataset",
     "ClipRecord",
     "MetadataError",
+    "MiniAudioSet",
     "MissingClipsError",
+    "SyntheticDownstream",
     "UnlabelledFolder",
     "UrbanSound8K",
     "audio_info",
+    "corpus",
     "fix_length",
     "get_dataset",
     "list_datasets",
     "load_audio",
+    "make_downstream",
+    "make_mini_audioset",
+    "make_ood",
     "resample",
     "stratified_folds",
 ]

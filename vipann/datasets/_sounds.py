@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DOWNSTREAM_RECIPES", "OOD_RECIPES", "PRETRAINING_RECIPES", "Recipe"]
+__all__ = [
+    "ALL_RECIPES",
+    "DOWNSTREAM_RECIPES",
+    "OOD_RECIPES",
+    "PRETRAINING_RECIPES",
+    "Recipe",
+    "SynthEvent",
+    "mix_clip",
+    "synth_event",
+]
 
 TAU = 2.0 * np.pi
 Synth = Callable[[int, int, np.random.Generator], np.ndarray]
@@ -109,7 +118,11 @@ def _noise(rng: np.random.Generator, n: int, sr: int, exponent: float = 0.0, lo:
 def _slow(rng: np.random.Generator, n: int, sr: int, cutoff: float) -> np.ndarray:
     """A smooth random curve with unit standard deviation varying below ``cutoff`` Hz."""
     x = _filter(rng.standard_normal(n), sr, lambda f: _lowpass(f, cutoff, 2))
-    return x / (x.std() + 1e-12)
+    return _unit(x - x.mean())
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 
 
 def _onsets(rng: np.random.Generator, n: int, sr: int, count: int, spacing: float) -> np.ndarray:
@@ -157,14 +170,14 @@ def _chirp(rising: bool) -> Synth:
 
 
 def _harmonic_stack(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    f0, k = _lu(rng, 90, 400), np.arange(1, rng.integers(6, 21))
+    f0, k = _lu(rng, 180, 500), np.arange(1, rng.integers(4, 11))
     amps = k ** -rng.uniform(0.6, 1.4) * rng.uniform(0.5, 1.0, len(k))
     return _partials(_phase(f0, n, sr, rng), f0, k, amps, sr) * _ramp(n, sr, 0.03, 0.08)
 
 
 def _buzzer(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    x = np.tanh(rng.uniform(3, 10) * np.sin(_phase(_lu(rng, 70, 250), n, sr, rng)))
-    cutoff = min(_lu(rng, 2000, 5000), 0.4 * sr)
+    x = np.tanh(rng.uniform(4, 12) * np.sin(_phase(_lu(rng, 55, 140), n, sr, rng)))
+    cutoff = min(_lu(rng, 3000, 6000), 0.4 * sr)
     return _filter(x, sr, lambda f: _lowpass(f, cutoff)) * _ramp(n, sr, 0.005, 0.01)
 
 
@@ -196,10 +209,10 @@ def _pink(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return _noise(rng, n, sr, 1.0) * _ramp(n, sr, rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2))
 
 
-def _brown(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    cutoff = _lu(rng, 300, 800)
-    x = _filter(_noise(rng, n, sr, 2.0), sr, lambda f: _highpass(f, 25.0) * _lowpass(f, cutoff))
-    return x * _ramp(n, sr, 0.1, 0.2)
+def _band_noise(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    fc, half = min(_lu(rng, 500, 3000), 0.3 * sr), 2 ** rng.uniform(0.25, 0.5)
+    x = _filter(rng.standard_normal(n), sr, lambda f: _highpass(f, fc / half, 4) * _lowpass(f, fc * half, 4))
+    return x * _ramp(n, sr, rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2))
 
 
 def _hiss(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -221,14 +234,17 @@ def _click_train(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return _filter(x, sr, lambda f: _highpass(f, lo) * _lowpass(f, hi))
 
 
-def _struck(lo: float, hi: float, ratios: tuple[tuple[float, float], ...], decay: tuple[float, float]) -> Synth:
-    """Objects struck 1-4 times: damped modes at random inharmonic ratios of a random fundamental."""
+def _struck(
+    lo: float, hi: float, ratios: tuple[tuple[float, float], ...], decay: tuple[float, float], thump: float = 0.0
+) -> Synth:
+    """Objects struck 1-4 times: damped modes at random ratios of a random fundamental, plus a contact click."""
 
     def synth(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         freqs = _lu(rng, lo, hi) * np.array([1.0] + [rng.uniform(a, b) for a, b in ratios])
         tau = rng.uniform(*decay) / np.arange(1, len(freqs) + 1) ** 0.5
         amps = np.concatenate([[1.0], rng.uniform(0.2, 0.8, len(ratios))])
         ir = _modes(sr, freqs, tau, amps, min(n, int(6 * tau[0] * sr) + 1))
+        ir += thump * rng.standard_normal(len(ir)) * np.exp(-_time(len(ir), sr) / 0.004)
         at = _onsets(rng, n, sr, int(rng.integers(1, 5)), 0.12)
         return _place(n, at, [ir * rng.uniform(0.5, 1.0) for _ in at])
 
@@ -258,7 +274,11 @@ def _vowel(name: str) -> Synth:
 
     def synth(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         t = _time(n, sr)
-        f0 = _lu(rng, 90, 260) * (1.0 - rng.uniform(0, 0.2) * t / t[-1]) * (1.0 + 0.02 * _slow(rng, n, sr, 4.0))
+        f0 = (
+            _lu(rng, 90, 260)
+            * (1.0 - rng.uniform(0, 0.2) * np.linspace(0.0, 1.0, n))
+            * (1.0 + 0.02 * _slow(rng, n, sr, 4.0))
+        )
         cycles = rng.uniform() + np.cumsum(f0) / sr
         pulses = np.diff(np.floor(cycles), prepend=np.floor(cycles[0]))
         scale = rng.uniform(0.9, 1.2)
@@ -329,7 +349,7 @@ def _wind(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     body = _filter(_noise(rng, n, sr, 1.0), sr, lambda f: _lowpass(f, cutoff, 2))
     fc = _lu(rng, 300, 1200)
     whistle = _filter(rng.standard_normal(n), sr, lambda f: _peak(f, fc, rng.uniform(20, 60)))
-    x = body / body.std() + rng.uniform(0.3, 1.0) * whistle / whistle.std() * gust
+    x = _unit(body) + rng.uniform(0.3, 1.0) * _unit(whistle) * gust
     return x * gust * _ramp(n, sr, 0.2, 0.2)
 
 
@@ -373,7 +393,7 @@ def _underwater_engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     hum = _filter(pulses, sr, lambda f: (0.3 + _peak(f, fc, fc)) * _lowpass(f, cutoff, 4) * _highpass(f, 10.0))
     hum *= 1.0 - rng.uniform(0.3, 0.8) * 0.5 * (1.0 - np.cos(_phase(rng.uniform(0.5, 3.0), n, sr, rng)))
     churn = _filter(_noise(rng, n, sr, 2.0), sr, lambda f: _lowpass(f, cutoff, 4))
-    dry = hum / (hum.std() + 1e-12) + rng.uniform(0.1, 0.5) * churn / (churn.std() + 1e-12)
+    dry = _unit(hum) + rng.uniform(0.1, 0.5) * _unit(churn)
     rt60 = rng.uniform(0.3, 1.0)
     length = min(n, int(rt60 * sr))
     ir = rng.standard_normal(length) * np.exp(-6.9 * _time(length, sr) / rt60)
@@ -381,7 +401,7 @@ def _underwater_engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     wet = np.fft.irfft(np.fft.rfft(dry, m) * np.fft.rfft(ir, m), m)[:n]
     wet = _filter(wet, sr, lambda f: _lowpass(f, cutoff, 2))
     mix = rng.uniform(0.5, 0.8)
-    return (1 - mix) * dry / dry.std() + mix * wet / (wet.std() + 1e-12)
+    return (1 - mix) * _unit(dry) + mix * _unit(wet)
 
 
 #: The mini-AudioSet classes, in class-index order.
@@ -389,22 +409,22 @@ PRETRAINING_RECIPES: dict[str, Recipe] = {
     "pure tone": Recipe(_pure_tone, (0.3, 1.5), "tonal", "steady sine, 250-3000 Hz"),
     "rising chirp": Recipe(_chirp(True), (0.2, 1.0), "sweep", "sine sweeping up 2.5-8x from 150-700 Hz"),
     "falling chirp": Recipe(_chirp(False), (0.2, 1.0), "sweep", "sine sweeping down 2.5-8x to 150-700 Hz"),
-    "harmonic stack": Recipe(_harmonic_stack, (0.3, 1.5), "harmonic", "5-19 harmonics of 90-400 Hz"),
-    "buzzer": Recipe(_buzzer, (0.2, 1.2), "harmonic", "soft-clipped sine at 70-250 Hz, low-passed"),
+    "harmonic stack": Recipe(_harmonic_stack, (0.3, 1.5), "harmonic", "3-10 harmonics of 180-500 Hz"),
+    "buzzer": Recipe(_buzzer, (0.2, 1.2), "harmonic", "soft-clipped 55-140 Hz sine: bright odd harmonics"),
     "AM tone": Recipe(_am_tone, (0.4, 1.5), "modulated", "300-2500 Hz sine, 4-16 Hz deep AM"),
     "FM warble": Recipe(_fm_warble, (0.4, 1.5), "modulated", "500-3000 Hz sine, 3-10 Hz vibrato of 5-20 %"),
     "dual-tone beep": Recipe(_dual_tone_beep, (0.4, 1.5), "tonal", "two sines 350-2400 Hz gated on/off"),
     "white noise burst": Recipe(_white_burst, (0.1, 0.6), "noise", "white noise, sharp onset, low-passed"),
     "pink noise": Recipe(_pink, (0.6, 1.6), "noise", "1/f noise with slow fades"),
-    "brown rumble": Recipe(_brown, (0.6, 1.6), "noise", "1/f^2 noise low-passed at 300-800 Hz"),
+    "band noise": Recipe(_band_noise, (0.6, 1.6), "noise", "white noise band-passed to 0.5-1 octave at 0.5-3 kHz"),
     "high hiss": Recipe(_hiss, (0.3, 1.4), "noise", "white noise high-passed at 2.5-5 kHz"),
     "pulsing noise": Recipe(_pulsing_noise, (0.6, 1.6), "noise", "band noise switched on/off at 2-7 Hz"),
     "click train": Recipe(_click_train, (0.3, 1.5), "impulsive", "band-passed clicks at 8-60 Hz"),
     "percussive knock": Recipe(
-        _struck(80, 350, ((1.5, 2.8), (3.0, 5.0)), (0.02, 0.08)),
+        _struck(80, 350, ((1.5, 2.8), (3.0, 5.0)), (0.02, 0.08), thump=0.5),
         (0.2, 0.8),
         "percussive",
-        "1-4 hits of damped modes at 80-350 Hz, 20-80 ms decay",
+        "1-4 hits of damped modes at 80-350 Hz, 20-80 ms decay, with a noise click",
     ),
     "metallic ping": Recipe(
         _struck(1500, 5000, ((1.35, 1.65), (2.2, 2.9)), (0.08, 0.35)),
@@ -446,3 +466,113 @@ OOD_RECIPES: dict[str, Recipe] = {
         "15-50 Hz firing pulses, 0.5-3 Hz AM, low-passed at 250-900 Hz, reverberant (RT60 0.3-1 s)",
     ),
 }
+
+ALL_RECIPES: dict[str, Recipe] = {**PRETRAINING_RECIPES, **DOWNSTREAM_RECIPES, **OOD_RECIPES}
+
+
+# ---------------------------------------------------------------------------------- mixing
+@dataclass(frozen=True)
+class SynthEvent:
+    """One sound event mixed into a clip.
+
+    Attributes:
+        name: Its class.
+        onset: Start in seconds.
+        duration: Length in seconds.
+        snr_db: Its level over the background noise in dB, measured where the event is: its
+            active 20-ms frames and the frequency bands holding its energy.
+    """
+
+    name: str
+    onset: float
+    duration: float
+    snr_db: float
+
+
+def synth_event(name: str, num_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Synthesise one event of a class, filling ``num_samples`` samples.
+
+    Args:
+        name: A class of ``AUDIOSET_CLASSES``, ``DOWNSTREAM_CLASSES`` or ``OOD_CLASS``
+            (:mod:`vipann.datasets.synthetic`).
+        num_samples: Length in samples.
+        sample_rate: Sample rate in Hz (the classes are designed for 16 kHz).
+        rng: The random generator all of the event's parameters are drawn from.
+
+    Returns:
+        float32 ``(num_samples,)`` waveform with peak amplitude 1 (silent only when
+        ``num_samples`` is too short for the sound to start).
+
+    Raises:
+        ValueError: For an unknown class or a non-positive length or rate.
+    """
+    if name not in ALL_RECIPES:
+        raise ValueError(f"unknown synthetic class {name!r}; choose one of: {', '.join(ALL_RECIPES)}")
+    if num_samples <= 0 or sample_rate <= 0:
+        raise ValueError(f"num_samples and sample_rate must be positive, got {num_samples}, {sample_rate}")
+    wave = ALL_RECIPES[name].synth(int(num_samples), int(sample_rate), rng)
+    peak = float(np.max(np.abs(wave)))
+    return (wave / peak if peak > 0 else wave).astype(np.float32)
+
+
+def _active_power(x: np.ndarray, sr: int) -> float:
+    """Mean power over the 20-ms frames within 20 dB of the loudest (sparse sounds are not underrated)."""
+    hop = max(sr // 50, 1)
+    energy = (np.pad(x, (0, -len(x) % hop)).reshape(-1, hop) ** 2).mean(axis=1)
+    return float(energy[energy >= 0.01 * energy.max()].mean()) + 1e-24
+
+
+def _band_shares(x: np.ndarray, sr: int) -> np.ndarray:
+    """Share of the energy in each of 40 log-spaced bands (a coarse mel-like resolution)."""
+    m = _fast_len(len(x))
+    power = np.abs(np.fft.rfft(x, m)) ** 2
+    band = np.searchsorted(np.geomspace(60.0, 0.5 * sr, 41)[1:-1], np.fft.rfftfreq(m, 1.0 / sr))
+    shares = np.bincount(band, weights=power, minlength=40)
+    return shares / (shares.sum() + 1e-24)
+
+
+def _background(rng: np.random.Generator, n: int, sr: int, muffled: bool) -> np.ndarray:
+    """Stationary coloured noise of random tilt (white to pink) and bandwidth, unit RMS."""
+    tilt = rng.uniform(0.0, 1.0)
+    cutoff = rng.uniform(500, 1500) if muffled else min(rng.uniform(3000, 8000), 0.45 * sr)
+    return _unit(
+        _filter(rng.standard_normal(n), sr, lambda f: np.maximum(f, 20.0) ** (-tilt / 2) * _lowpass(f, cutoff))
+    )
+
+
+def mix_clip(
+    rng: np.random.Generator, plan: list[tuple[str, float]], n: int, sr: int, muffled: bool = False
+) -> tuple[np.ndarray, tuple[SynthEvent, ...]]:
+    """Background noise plus the planned ``(class, snr_db)`` events, levelled and peak-limited.
+
+    An event's SNR compares its power in its active frames and in the bands holding at least a
+    tenth of its peak band share with the background's power in the same bands, so a pure tone
+    and a broadband burst at the same SNR are about equally audible. The mixture is then scaled
+    to an RMS between -30 and -16 dBFS and, if needed, down to a peak of 0.99.
+
+    Args:
+        rng: The clip's random generator.
+        plan: ``(class, snr_db)`` of each event; durations and onsets are drawn here.
+        n: Clip length in samples.
+        sr: Sample rate in Hz.
+        muffled: Low-pass the background at 0.5-1.5 kHz ("underwater").
+
+    Returns:
+        float32 ``(n,)`` audio in ``[-1, 1]`` and the events mixed in.
+    """
+    x = _background(rng, n, sr, muffled)
+    noise = _band_shares(x, sr)
+    events = []
+    for name, snr in plan:
+        lo, hi = ALL_RECIPES[name].seconds
+        length = min(n, max(1, round(rng.uniform(lo, hi) * sr)))
+        start = int(rng.integers(0, n - length + 1))
+        event = synth_event(name, length, sr, rng).astype(np.float64)
+        shares = _band_shares(event, sr)
+        bands = shares >= 0.1 * shares.max()
+        signal = _active_power(event, sr) * shares[bands].sum()
+        x[start : start + length] += event * np.sqrt(10 ** (snr / 10) * noise[bands].sum() / signal)
+        events.append(SynthEvent(name, start / sr, length / sr, round(snr, 2)))
+    x *= 10 ** (rng.uniform(-30, -16) / 20) / (np.sqrt(np.mean(x**2)) + 1e-12)
+    x *= min(1.0, 0.99 / (np.max(np.abs(x)) + 1e-12))
+    return x.astype(np.float32), tuple(events)

@@ -9,6 +9,7 @@ from vipann.datasets.base import ClipDataset
 from vipann.datasets.dcase2013 import DCASE2013
 from vipann.datasets.esc50 import ESC50
 from vipann.datasets.folder import AudioFolder, UnlabelledFolder
+from vipann.datasets.synthetic import SyntheticDownstream
 from vipann.datasets.urbansound8k import UrbanSound8K
 
 __all__ = ["DATASETS", "get_dataset", "list_datasets"]
@@ -19,6 +20,7 @@ DATASETS: dict[str, type[ClipDataset]] = {
     "dcase2013": DCASE2013,
     "folder": AudioFolder,
     "unlabelled": UnlabelledFolder,
+    "synthetic_downstream": SyntheticDownstream,
 }
 
 

@@ -97,6 +97,19 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         ArchSpec("resnet38", "resnet", 2048, block="basic", layers=(3, 4, 6, 3), original_class="ResNet38"),
         ArchSpec("resnet54", "resnet", 2048, block="bottleneck", layers=(3, 4, 6, 3), original_class="ResNet54"),
         ArchSpec("mobilenetv1", "mobilenetv1", 1024, conv_dropout=0.0, original_class="MobileNetV1"),
+        # The embedded demo zoo's network: four conv blocks (8-64 channels) on 32 mels at 16 kHz
+        # (~21 M MACs per 2-s clip), small enough for Monte-Carlo evaluation and transfer learning
+        # on 2 CPU cores within the demo's minutes, and to ship inside the package.
+        ArchSpec(
+            "demo",
+            "cnn",
+            64,
+            widths=(8, 16, 32, 64),
+            pools=(_P2,) * 4,
+            frontend=FrontendConfig(
+                sample_rate=16000, window_size=512, hop_size=160, mel_bins=32, fmin=50.0, fmax=8000.0
+            ),
+        ),
         # A real member of the family, small enough to run a 1 s clip in milliseconds: the whole
         # registry is testable on CPU in seconds.
         ArchSpec(

@@ -58,6 +58,7 @@ class PretrainConfig:
         lr: Adam learning rate.
         amsgrad: AMSGrad (PANNs uses it).
         mixup_alpha: Mixup Beta parameter (0 disables mixup).
+        spec_augment: SpecAugment in training (PANNs' widths: 64 frames, 8 mels; off for short clips).
         sampler: ``random`` (VI-PANN: no balancing) or ``balanced`` (PANNs' sampler).
         moped_delta: MOPED delta when ``init`` is deterministic and the model Bayesian.
         kl_reduction: ``mean`` (bayesian-torch, VI-PANN) or ``sum``.
@@ -90,6 +91,7 @@ class PretrainConfig:
     lr: float = 1e-3
     amsgrad: bool = True
     mixup_alpha: float = 1.0
+    spec_augment: bool = True
     sampler: str = "random"
     moped_delta: float = 0.5
     kl_reduction: str = "mean"
@@ -119,8 +121,14 @@ class PretrainConfig:
             raise ValueError("mixup_alpha must be >= 0")
 
 
-def load_training_data(source: str, config: PretrainConfig, sample_rate: int, num_classes: int | None):
-    """An HDF5 split (``a.h5,b.h5``) or a folder with a CSV of multi-hot labels, as a dataset."""
+def load_training_data(
+    source: str, config: PretrainConfig, sample_rate: int, num_classes: int | None, labels: tuple[str, ...] = ()
+):
+    """An HDF5 split (``a.h5,b.h5``) or a folder with a CSV of multi-hot labels, as a dataset.
+
+    A folder's class order is ``config.class_names``, else ``labels`` (the model entry's label set,
+    so outputs line up with its metadata), else the order :class:`AudioFolder` derives.
+    """
     from vipann.datasets import AudioFolder
     from vipann.datasets.hdf5 import AudioSetHDF5
 
@@ -140,7 +148,7 @@ def load_training_data(source: str, config: PretrainConfig, sample_rate: int, nu
         config.labels_csv,
         multilabel=True,
         sample_rate=sample_rate,
-        class_names=config.class_names or None,
+        class_names=config.class_names or (list(labels) if labels else None),
         clip_seconds=config.clip_seconds or 10.0,
     )
     if num_classes is not None and dataset.num_classes != num_classes:
@@ -157,17 +165,18 @@ def build_model(config: PretrainConfig, num_classes: int, device: torch.device) 
     method, _, _ = split_model_name(config.model)
     torch.manual_seed(config.seed)
     if not config.init:
-        return create_model(config.model, num_classes=num_classes, device=device)
+        return create_model(config.model, num_classes=num_classes, device=device, spec_augment=config.spec_augment)
     start = from_pretrained(config.init, device=device)
     if start.num_classes != num_classes:
         raise ValueError(f"init {config.init} has {start.num_classes} classes, the data {num_classes}")
     if start.method == method or (start.method, method) in (("det", "drop"), ("drop", "det")):
-        model = create_model(config.model, num_classes=num_classes, device=device)
+        model = create_model(config.model, num_classes=num_classes, device=device, spec_augment=config.spec_augment)
         model.load_state_dict(start.state_dict())
         return model
     if method in ("flip", "detflip") and start.method in ("det", "drop"):
         logger.info("MOPED (delta %.2f): %s -> %s", config.moped_delta, config.init, config.model)
         model = moped(start, method, delta=config.moped_delta)
+        model.spec_augmenter = model.spec_augmenter if config.spec_augment else None
         model.pretrained_cfg = create_model(config.model, num_classes=num_classes, device="meta").pretrained_cfg
         return model.to(device)
     raise ValueError(f"cannot start a {method} model from a {start.method} checkpoint ({config.init})")
@@ -235,10 +244,11 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
 
     arch_cfg = get_pretrained_cfg(config.model)
     sample_rate = arch_cfg.sample_rate
-    train = load_training_data(config.train, config, sample_rate, None)
+    known = arch_cfg.labels if arch_cfg.label_set is not None else ()
+    train = load_training_data(config.train, config, sample_rate, None, known)
     num_classes = train.num_classes
     model = build_model(config, num_classes, ctx.device)
-    evalset = load_training_data(config.eval, config, sample_rate, num_classes) if config.eval else None
+    evalset = load_training_data(config.eval, config, sample_rate, num_classes, known) if config.eval else None
     labels = tuple(getattr(train, "class_names", ()) or ())
     mixing = config.mixup_alpha > 0
     per_step = config.batch_size * (2 if mixing else 1)
@@ -286,9 +296,7 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
                 logits = wrapped(waves, lam)
             if lam is not None:
                 targets = do_mixup(targets, lam)
-            loss, _, _ = elbo_loss(
-                logits.float(), targets, wrapped, len(train), multilabel=True, config=loss_config
-            )
+            loss, _, _ = elbo_loss(logits.float(), targets, wrapped, len(train), multilabel=True, config=loss_config)
             (loss / config.grad_accum).backward()
             total += float(loss.detach()) / config.grad_accum
             seen += len(waves)

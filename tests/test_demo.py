@@ -1,0 +1,32 @@
+"""The embedded default end to end: the shipped demo zoo, the generated corpus and the report."""
+
+import json
+
+import pytest
+
+import vipann
+from vipann.cli import main
+
+
+@pytest.mark.parametrize("method", ["det", "drop", "flip", "detflip"])
+def test_demo_zoo_loads_from_the_package(method):
+    model = vipann.from_pretrained(f"{method}-demo")
+    cfg = model.pretrained_cfg
+    assert model.method == method and cfg.weights == "package" and model.pretrained_source == f"package:{method}-demo"
+    assert cfg.labels[0] == "pure tone" and model.num_classes == 20 and cfg.multilabel
+
+
+def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIPANN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick"]) == 0
+    report = (out / "report.md").read_text()
+    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "Does the method work"):
+        assert heading in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 8
+    checks = json.loads((out / "checks.json").read_text())
+    assert checks and all({"claim", "holds", "detail"} <= set(c) for c in checks)
+    for method in ("det", "drop", "flip", "detflip"):
+        assert (out / "pretrained" / f"{method}-demo" / "retention.png").is_file()
+        assert (out / "transfer" / method / "fold1" / "finetuned" / "metrics.json").is_file()
