@@ -1,4 +1,4 @@
-"""Sound-event recipes of the generated corpus: one seeded, vectorised numpy function per class.
+"""Sound-event recipes of the generated corpus (one seeded, vectorised numpy function per class) and mixing.
 
 Every recipe has the signature ``(num_samples, sample_rate, rng) -> float64 array`` and fills the
 whole span it is given (a recipe's sounds may contain silences, e.g. between hits). All parameters
@@ -8,7 +8,8 @@ in Hz and partials above 0.45 of the sample rate are muted, so a recipe means th
 sample rate (the corpus is designed for 16 kHz, i.e. content below 8 kHz).
 
 Filters are zero-phase magnitude responses applied in the frequency domain (one real FFT each),
-which keeps everything vectorised and fast.
+which keeps everything vectorised and fast. :func:`mix_clip` places events over background noise
+at a given signal-to-noise ratio; file writing and datasets live in :mod:`vipann.datasets.synthetic`.
 """
 
 from __future__ import annotations
@@ -176,13 +177,13 @@ def _harmonic_stack(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _buzzer(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    x = np.tanh(rng.uniform(4, 12) * np.sin(_phase(_lu(rng, 55, 140), n, sr, rng)))
-    cutoff = min(_lu(rng, 3000, 6000), 0.4 * sr)
+    x = np.tanh(rng.uniform(4, 12) * np.sin(_phase(_lu(rng, 500, 1500), n, sr, rng)))
+    cutoff = min(_lu(rng, 4000, 7000), 0.4 * sr)
     return _filter(x, sr, lambda f: _lowpass(f, cutoff)) * _ramp(n, sr, 0.005, 0.01)
 
 
 def _am_tone(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    mod = 1.0 - rng.uniform(0.7, 1.0) * 0.5 * (1.0 - np.cos(_phase(rng.uniform(4, 16), n, sr, rng)))
+    mod = 1.0 - rng.uniform(0.8, 1.0) * 0.5 * (1.0 - np.cos(_phase(rng.uniform(6, 14), n, sr, rng)))
     return np.sin(_phase(_lu(rng, 300, 2500), n, sr, rng)) * mod * _ramp(n, sr, 0.02, 0.05)
 
 
@@ -194,9 +195,9 @@ def _fm_warble(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def _dual_tone_beep(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     f1 = _lu(rng, 350, 1500)
-    x = np.sin(_phase(f1, n, sr, rng)) + np.sin(_phase(f1 * rng.uniform(1.15, 1.6), n, sr, rng))
-    on = rng.uniform(0.05, 0.2)
-    return x * _gate(_time(n, sr), on + rng.uniform(0.04, 0.2), on)
+    x = np.sin(_phase(f1, n, sr, rng)) + np.sin(_phase(f1 * rng.uniform(1.25, 1.6), n, sr, rng))
+    on = rng.uniform(0.1, 0.25)
+    return x * _gate(_time(n, sr), on + rng.uniform(0.1, 0.25), on)
 
 
 def _white_burst(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -235,9 +236,14 @@ def _click_train(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _struck(
-    lo: float, hi: float, ratios: tuple[tuple[float, float], ...], decay: tuple[float, float], thump: float = 0.0
+    lo: float,
+    hi: float,
+    ratios: tuple[tuple[float, float], ...],
+    decay: tuple[float, float],
+    hits: tuple[int, int] = (1, 4),
+    thump: float = 0.0,
 ) -> Synth:
-    """Objects struck 1-4 times: damped modes at random ratios of a random fundamental, plus a contact click."""
+    """Struck objects: damped modes at random ratios of a random fundamental, plus a contact click."""
 
     def synth(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         freqs = _lu(rng, lo, hi) * np.array([1.0] + [rng.uniform(a, b) for a, b in ratios])
@@ -245,7 +251,7 @@ def _struck(
         amps = np.concatenate([[1.0], rng.uniform(0.2, 0.8, len(ratios))])
         ir = _modes(sr, freqs, tau, amps, min(n, int(6 * tau[0] * sr) + 1))
         ir += thump * rng.standard_normal(len(ir)) * np.exp(-_time(len(ir), sr) / 0.004)
-        at = _onsets(rng, n, sr, int(rng.integers(1, 5)), 0.12)
+        at = _onsets(rng, n, sr, int(rng.integers(hits[0], hits[1] + 1)), 0.12)
         return _place(n, at, [ir * rng.uniform(0.5, 1.0) for _ in at])
 
     return synth
@@ -406,14 +412,14 @@ def _underwater_engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 #: The mini-AudioSet classes, in class-index order.
 PRETRAINING_RECIPES: dict[str, Recipe] = {
-    "pure tone": Recipe(_pure_tone, (0.3, 1.5), "tonal", "steady sine, 250-3000 Hz"),
+    "pure tone": Recipe(_pure_tone, (0.5, 1.8), "tonal", "steady sine, 250-3000 Hz"),
     "rising chirp": Recipe(_chirp(True), (0.2, 1.0), "sweep", "sine sweeping up 2.5-8x from 150-700 Hz"),
     "falling chirp": Recipe(_chirp(False), (0.2, 1.0), "sweep", "sine sweeping down 2.5-8x to 150-700 Hz"),
     "harmonic stack": Recipe(_harmonic_stack, (0.3, 1.5), "harmonic", "3-10 harmonics of 180-500 Hz"),
-    "buzzer": Recipe(_buzzer, (0.2, 1.2), "harmonic", "soft-clipped 55-140 Hz sine: bright odd harmonics"),
-    "AM tone": Recipe(_am_tone, (0.4, 1.5), "modulated", "300-2500 Hz sine, 4-16 Hz deep AM"),
+    "buzzer": Recipe(_buzzer, (0.3, 1.2), "harmonic", "clipped 500-1500 Hz sine (piezo-like): odd harmonics"),
+    "AM tone": Recipe(_am_tone, (0.4, 1.5), "modulated", "300-2500 Hz sine, 6-14 Hz deep AM"),
     "FM warble": Recipe(_fm_warble, (0.4, 1.5), "modulated", "500-3000 Hz sine, 3-10 Hz vibrato of 5-20 %"),
-    "dual-tone beep": Recipe(_dual_tone_beep, (0.4, 1.5), "tonal", "two sines 350-2400 Hz gated on/off"),
+    "dual-tone beep": Recipe(_dual_tone_beep, (0.6, 1.8), "tonal", "two sines 350-2400 Hz, 0.1-0.25 s on/off"),
     "white noise burst": Recipe(_white_burst, (0.1, 0.6), "noise", "white noise, sharp onset, low-passed"),
     "pink noise": Recipe(_pink, (0.6, 1.6), "noise", "1/f noise with slow fades"),
     "band noise": Recipe(_band_noise, (0.6, 1.6), "noise", "white noise band-passed to 0.5-1 octave at 0.5-3 kHz"),
@@ -421,10 +427,10 @@ PRETRAINING_RECIPES: dict[str, Recipe] = {
     "pulsing noise": Recipe(_pulsing_noise, (0.6, 1.6), "noise", "band noise switched on/off at 2-7 Hz"),
     "click train": Recipe(_click_train, (0.3, 1.5), "impulsive", "band-passed clicks at 8-60 Hz"),
     "percussive knock": Recipe(
-        _struck(80, 350, ((1.5, 2.8), (3.0, 5.0)), (0.02, 0.08), thump=0.5),
-        (0.2, 0.8),
+        _struck(200, 800, ((1.5, 2.8), (3.0, 5.0)), (0.03, 0.12), hits=(2, 5), thump=1.0),
+        (0.3, 1.0),
         "percussive",
-        "1-4 hits of damped modes at 80-350 Hz, 20-80 ms decay, with a noise click",
+        "2-5 hits of damped modes at 200-800 Hz, 30-120 ms decay, with a noise click",
     ),
     "metallic ping": Recipe(
         _struck(1500, 5000, ((1.35, 1.65), (2.2, 2.9)), (0.08, 0.35)),

@@ -82,7 +82,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Changes whenever the audio a seed produces changes; part of every generated folder's name.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 #: The mini-AudioSet's classes, in class-index order.
 AUDIOSET_CLASSES: tuple[str, ...] = tuple(PRETRAINING_RECIPES)
 #: The transfer task's classes, in class-index order.
@@ -120,10 +120,11 @@ def render_clip(
     """Generate one mini-AudioSet clip (what :class:`MiniAudioSet` writes to disk, before 16-bit rounding).
 
     One to three distinct classes (probabilities 0.5, 0.3, 0.2) are drawn uniformly, each lasting
-    a class-specific random duration at a uniform random onset, at an SNR uniform in 0..20 dB over
-    the background (stationary coloured noise of random tilt and bandwidth), measured in the
-    event's active frames and frequency bands, so a quiet event is equally hard to hear whatever
-    its spectrum (and never inaudible, which would make confident misses of labelled events).
+    a class-specific random duration at a uniform random onset. The SNRs over the background
+    (stationary coloured noise of random tilt and bandwidth) are a clip-level 3..18 dB plus -4..4 dB
+    per event, kept in 0..20 dB, and measured in each event's active frames and frequency bands, so
+    a quiet event is equally hard to hear whatever its spectrum and never inaudible (a labelled but
+    inaudible event would teach confident misses).
 
     Args:
         index: Clip number (any non-negative integer; clips do not depend on each other).
@@ -144,7 +145,9 @@ def render_clip(
     rng = _rng(seed, split, int(index))
     count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     names = rng.choice(len(AUDIOSET_CLASSES), size=count, replace=False)
-    plan = [(AUDIOSET_CLASSES[i], float(rng.uniform(0.0, 20.0))) for i in names]
+    # Events share a clip-level SNR (some clips are easy, some hard) so one does not bury another.
+    level = rng.uniform(3.0, 18.0)
+    plan = [(AUDIOSET_CLASSES[i], float(np.clip(level + rng.uniform(-4.0, 4.0), 0.0, 20.0))) for i in names]
     return mix_clip(rng, plan, round(clip_seconds * sample_rate), int(sample_rate))
 
 
