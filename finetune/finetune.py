@@ -10,6 +10,11 @@ the resolved config is written to OUT/config.yaml. For each strategy and test fo
 (fixed-feature), (3) trains everything at lr/10 (fine-tuned), and after each stage writes metrics,
 retention curves with 95 % CIs, reliability diagrams, ID-vs-OOD box plots and every Monte-Carlo
 prediction. OUT/summary.md holds the paper's Table 4 layout. See vipann.recipes.transfer.
+
+Calibration options (off by default): --head sngp, --mixup-alpha A, --loss focal, --ensemble-members M
+(members trained in parallel under torchrun), --val-fraction F (temperature scaling on a validation
+split; --calibrated stores T in exported models), --pseudo-label-root DIR / --pseudo-label-folds K
+(FMUC pseudo-label rounds). `vipann compare` / finetune/compare.py compares them on one dataset.
 """
 
 import argparse
@@ -48,7 +53,25 @@ FLAGS = [
     "kl_reduction",
     "loss",
     "label_smoothing",
+    "focal_alpha",
+    "focal_gamma",
+    "stages",
+    "head",
+    "sngp_features",
+    "sngp_lengthscale",
+    "mixup_alpha",
+    "ensemble_members",
+    "val_fraction",
+    "calibrated",
+    "pseudo_label_root",
+    "pseudo_label_folds",
+    "pseudo_label_variant",
+    "pseudo_label_temperature",
+    "pseudo_label_threshold",
+    "pseudo_label_std_threshold",
+    "pseudo_label_rounds",
     "progress",
+    "plots",
 ]
 
 

@@ -8,7 +8,16 @@ from vipann._registry import get_pretrained_cfg, list_models
 from vipann.cards import CARD_FIELDS, render_card, stochastic_layers, write_card
 from vipann.serialization import README_NAME, read_config, save_pretrained
 
-PUBLISHED = ("det-resnet54", "drop-resnet54", "flip-resnet54", "detflip-resnet54", "det-cnn14", "drop-cnn14")
+PUBLISHED = (
+    "det-resnet54",
+    "drop-resnet54",
+    "flip-resnet54",
+    "detflip-resnet54",
+    "det-cnn14",
+    "drop-cnn14",
+    "det-cnn14-dlmax",
+    "drop-cnn14-dlmax",
+)
 
 
 def _front_matter(card):

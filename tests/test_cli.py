@@ -83,6 +83,12 @@ def test_convert_push_and_card(tmp_path, capsys):
     assert "would upload to someone/det-cnn6@main" in printed and "model.safetensors" in printed
     assert main(["card", str(out), "--stdout"]) == 0
     assert "library_name: vipann" in capsys.readouterr().out
+    # A file named as another PANNs class than its tensors is refused, and so is an unimplemented variant.
     (tmp_path / "Cnn14_DecisionLevelMax_mAP=0.385.pth").write_bytes(path.read_bytes())
     assert main(["convert", "auto", str(tmp_path / "Cnn14_DecisionLevelMax_mAP=0.385.pth")]) == 2
-    assert "does not implement" in capsys.readouterr().err
+    assert "named as a PANNs Cnn14_DecisionLevelMax checkpoint but holds the tensors of PANNs Cnn6" in (
+        capsys.readouterr().err
+    )
+    (tmp_path / "Cnn14_DecisionLevelAtt_mAP=0.425.pth").write_bytes(path.read_bytes())
+    assert main(["convert", "auto", str(tmp_path / "Cnn14_DecisionLevelAtt_mAP=0.425.pth")]) == 2
+    assert "Cnn14_DecisionLevelAtt, a PANNs variant vipann does not implement" in capsys.readouterr().err

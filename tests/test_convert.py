@@ -194,3 +194,108 @@ def test_detect_architecture(cnn10):
     assert detect_architecture(cnn10["model"]) == "cnn10"
     with pytest.raises(CheckpointError, match="match none"):
         detect_architecture({"fc1.weight": torch.zeros(2, 2)})
+
+
+# -- Cnn14 and Cnn14_DecisionLevelMax: same tensors, told apart by the file name or the name asked for --
+
+
+@pytest.mark.parametrize(
+    ("filename", "arch"),
+    [
+        ("Cnn14_mAP=0.431.pth", "cnn14"),
+        ("Cnn14_DecisionLevelMax_mAP=0.385.pth", "cnn14-dlmax"),
+        ("Cnn14_DecisionLevelMax.pth", "cnn14-dlmax"),  # as panns-inference saves it
+        ("cnn14_decisionlevelmax (1).pth", "cnn14-dlmax"),
+        ("Cnn14_finetuned.pth", "cnn14"),
+        ("Cnn10_mAP=0.380.pth", "cnn10"),
+        ("ResNet54_mAP=0.429.pth", "resnet54"),
+        ("MobileNetV1_mAP=0.389.pth", "mobilenetv1"),
+        ("flipout.pth", None),
+        ("model.pth", None),
+        ("Cnn140.pth", None),
+    ],
+)
+def test_architecture_from_filename(filename, arch):
+    from vipann.convert import architecture_from_filename
+
+    assert architecture_from_filename(f"/some/dir/{filename}") == arch
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "Cnn14_DecisionLevelAtt_mAP=0.425.pth",
+        "Cnn14_DecisionLevelAvg.pth",
+        "Cnn14_16k_mAP=0.438.pth",
+        "Cnn14_8k_mAP=0.416.pth",
+        "Wavegram_Logmel_Cnn14_mAP=0.439.pth",
+    ],
+)
+def test_unimplemented_variants_are_refused_by_file_name(filename):
+    from vipann.convert import architecture_from_filename
+
+    with pytest.raises(CheckpointError, match="a PANNs variant vipann does not implement"):
+        architecture_from_filename(filename)
+
+
+@pytest.fixture(scope="module")
+def cnn14_state():
+    name, keys = load_keys("cnn14")
+    return seeded_state_dict(keys, name, frontend=FrontendConfig())
+
+
+@pytest.fixture(scope="module")
+def dlmax_file(tmp_path_factory, cnn14_state):
+    """A full-size seeded Cnn14 state dict under the released Cnn14_DecisionLevelMax file name."""
+    path = tmp_path_factory.mktemp("dl") / "Cnn14_DecisionLevelMax_mAP=0.385.pth"
+    torch.save({"iteration": 0, "model": cnn14_state}, path)
+    return path
+
+
+def test_decision_level_max_file_converts_and_says_what_it_becomes(dlmax_file, cnn14_state, caplog):
+    from vipann.convert import default_name, detect_architecture
+
+    assert default_name(dlmax_file, cnn14_state, "panns") == "det-cnn14-dlmax"
+    assert detect_architecture(cnn14_state, dlmax_file) == "cnn14-dlmax"
+    with caplog.at_level("INFO", logger="vipann.convert"):
+        det = from_panns_checkpoint(dlmax_file)  # the name follows from the file
+    assert f"{dlmax_file} is PANNs Cnn14_DecisionLevelMax; it becomes vipann det-cnn14-dlmax" in caplog.text
+    assert det.pretrained_cfg.name == "det-cnn14-dlmax" and det.arch == "cnn14-dlmax" and not det.training
+    x = 0.1 * torch.randn(2, 20000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = det(x)
+        framewise = det.framewise(x)
+        assert framewise.shape == (2, 1 + 20000 // 320, 527)
+        torch.testing.assert_close(ref, framewise.amax(1), atol=0, rtol=0)
+        # The same tensors as a clip-level Cnn14 give another model (the head is applied per segment).
+        clip = from_panns_checkpoint(cnn14_state, "det-cnn14")
+        assert not torch.allclose(clip(x), ref, atol=1e-3)
+        for method in ("drop", "flip", "detflip"):
+            model = from_panns_checkpoint(dlmax_file, f"{method}-cnn14-dlmax")
+            assert model.pretrained_cfg.name == f"{method}-cnn14-dlmax"
+            torch.testing.assert_close(model(x), ref, atol=1e-5, rtol=1e-5)  # eval = posterior mean
+
+
+def test_cnn14_shaped_state_dict_without_a_name_is_ambiguous(cnn14_state):
+    with pytest.raises(CheckpointError) as info:
+        from_panns_checkpoint(cnn14_state)
+    message = str(info.value)
+    assert "fit 2 architectures with the same weights: PANNs Cnn14, PANNs Cnn14_DecisionLevelMax" in message
+    assert "--name det-cnn14 (PANNs Cnn14) or det-cnn14-dlmax (PANNs Cnn14_DecisionLevelMax)" in message
+    assert "Cnn14_mAP=0.431.pth / Cnn14_DecisionLevelMax_mAP=0.385.pth" in message
+    assert from_panns_checkpoint(cnn14_state, "det-cnn14-dlmax").arch == "cnn14-dlmax"
+    assert from_panns_checkpoint(cnn14_state, "det-cnn14").arch == "cnn14"
+
+
+def test_file_name_contradicting_the_requested_name_is_refused(dlmax_file):
+    with pytest.raises(CheckpointError, match=r"\(by its file name\), but 'det-cnn14' is a PANNs Cnn14"):
+        from_panns_checkpoint(dlmax_file, "det-cnn14")
+
+
+def test_keys_that_fit_several_widths_pick_by_shape(cnn10):
+    # Cnn10 and the demo network have the same key names; the shapes decide.
+    from vipann.convert import detect_architecture
+
+    assert detect_architecture(cnn10["model"]) == "cnn10"
+    demo = vipann.create_model("det-demo").state_dict()
+    assert detect_architecture(demo) == "demo"

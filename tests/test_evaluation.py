@@ -53,3 +53,22 @@ def test_write_evaluation_files(tmp_path):
 def test_bad_shapes():
     with pytest.raises(ValueError, match=r"\(R, S, N, C\)"):
         evaluate_runs(torch.rand(5, 3), torch.zeros(5, dtype=torch.long), multilabel=False)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_single_run_gets_bootstrap_band(multilabel):
+    probs, targets = _runs(multilabel, runs=1, n=60)
+    ev = evaluate_runs(probs, targets, multilabel=multilabel, bootstrap=50, seed=3)
+    curve = ev.retention["entropy"]
+    assert curve.ci == "percentile" and curve.values.shape == (50, 100)
+    finite = torch.isfinite(curve.lower) & torch.isfinite(curve.upper)
+    assert finite[-1] and bool((curve.lower[finite] <= curve.upper[finite]).all())
+    assert float((curve.upper - curve.lower)[finite].max()) > 0  # a real band, not a line
+    again = evaluate_runs(probs, targets, multilabel=multilabel, bootstrap=50, seed=3).retention["entropy"]
+    torch.testing.assert_close(again.lower, curve.lower, equal_nan=True)
+    torch.testing.assert_close(again.upper, curve.upper, equal_nan=True)
+    # several runs: the band is over runs, and asking for a bootstrap as well is an error
+    many, _ = _runs(multilabel, runs=3, n=60)
+    assert evaluate_runs(many, targets, multilabel=multilabel).retention["entropy"].ci == "t"
+    with pytest.raises(ValueError, match="single run"):
+        evaluate_runs(many, targets, multilabel=multilabel, bootstrap=10)

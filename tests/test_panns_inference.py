@@ -1,4 +1,8 @@
-"""vipann's Cnn14 against panns-inference itself (PyPI ``panns-inference``, MIT): same weights, same outputs.
+"""vipann's Cnn14 and Cnn14_DecisionLevelMax against panns-inference itself (PyPI ``panns-inference``, MIT).
+
+Same weights, same outputs: ``det-cnn14`` against ``panns_inference.models.Cnn14`` and
+``AudioTagging``; ``det-cnn14-dlmax`` against ``panns_inference.models.Cnn14_DecisionLevelMax`` (clipwise
+and framewise outputs) and ``SoundEventDetection``.
 
 panns-inference is a test dependency (``scripts/setup.sh test``). Importing it reads
 ``~/panns_data/class_labels_indices.csv`` and shells out to ``wget`` when that file is missing;
@@ -6,10 +10,11 @@ panns-inference is a test dependency (``scripts/setup.sh test``). Importing it r
 at a temporary directory that already holds the label file, use a full-size checkpoint file, and
 replace ``os.system`` by a function that fails the test, so nothing is ever fetched.
 
-Weights are the seeded Cnn14 state dict of ``tests/_golden.py`` (no trained checkpoint is stored).
-Tolerances (float32 on CPU, same weights, different code paths for the STFT and pooling):
-clipwise output ``atol=1e-5`` (worst seen ~2.5e-6), embedding ``atol=1e-4, rtol=1e-5`` (worst seen
-~1.7e-5 on values up to ~20).
+Weights are the seeded Cnn14 state dict of ``tests/_golden.py`` (no trained checkpoint is stored;
+Cnn14_DecisionLevelMax has exactly Cnn14's tensors). Tolerances (float32 on CPU, same weights,
+different code paths for the STFT and pooling): clipwise and framewise outputs ``atol=1e-5``
+(worst seen ~2.5e-6 for Cnn14, ~6e-7 for Cnn14_DecisionLevelMax), embedding ``atol=1e-4, rtol=1e-5``
+(worst seen ~1.7e-5 on values up to ~20).
 """
 
 import importlib
@@ -29,6 +34,7 @@ from vipann.convert import from_panns_checkpoint
 from vipann.datasets import load_audio
 from vipann.frontend import FrontendConfig
 from vipann.labels import get_labels
+from vipann.sed import SoundEventDetection
 from vipann.tagging import AudioTagging
 
 pytestmark = pytest.mark.skipif(
@@ -153,3 +159,79 @@ def test_audio_tagging_end_to_end_matches(panns, checkpoint_file, shell_calls, c
         assert embedding.shape == expected_embedding.shape and embedding.dtype == expected_embedding.dtype
         np.testing.assert_allclose(clipwise, expected_clipwise, **CLIPWISE_TOL)
         np.testing.assert_allclose(embedding, expected_embedding, **EMBEDDING_TOL)
+
+
+# -- Cnn14_DecisionLevelMax (sound event detection) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_dl(panns, state_dict):
+    model = sys.modules["panns_inference.models"].Cnn14_DecisionLevelMax(**CNN14_ARGS)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ours_dl(state_dict):
+    return from_panns_checkpoint(state_dict, "det-cnn14-dlmax")
+
+
+def _compare_dl(reference, ours, x):
+    with torch.no_grad():
+        expected = reference(x, None)
+        clipwise = torch.sigmoid(ours(x))
+        framewise = torch.sigmoid(ours.framewise(x))
+    assert framewise.shape == expected["framewise_output"].shape == (x.shape[0], 1 + x.shape[1] // 320, 527)
+    torch.testing.assert_close(clipwise, expected["clipwise_output"], **CLIPWISE_TOL)
+    torch.testing.assert_close(framewise, expected["framewise_output"], **CLIPWISE_TOL)
+
+
+def test_det_cnn14_dlmax_has_the_reference_parameters(reference_dl, ours_dl):
+    theirs = {k: tuple(v.shape) for k, v in reference_dl.named_parameters() if v.requires_grad}
+    mine = {k: tuple(v.shape) for k, v in ours_dl.named_parameters()}
+    assert mine == theirs
+    assert sum(p.numel() for p in ours_dl.parameters()) == sum(
+        p.numel() for p in reference_dl.parameters() if p.requires_grad
+    )
+
+
+@pytest.mark.parametrize("tag", [*_random_inputs(), "shortest"])
+def test_det_cnn14_dlmax_matches_panns_inference_on_random_audio(reference_dl, ours_dl, tag):
+    inputs = _random_inputs()
+    inputs["shortest"] = 0.1 * torch.randn(1, ours_dl.min_samples, generator=torch.Generator().manual_seed(9))
+    _compare_dl(reference_dl, ours_dl, inputs[tag])
+
+
+@pytest.mark.parametrize("filename", REAL_FILES)
+def test_det_cnn14_dlmax_matches_panns_inference_on_real_audio(reference_dl, ours_dl, filename):
+    wave = load_audio(AUDIO_DIR / filename, 32000)
+    _compare_dl(reference_dl, ours_dl, wave[None])
+
+
+def test_sound_event_detection_end_to_end_matches(panns, checkpoint_file, shell_calls, capsys):
+    # panns-inference's SoundEventDetection default file name; the same tensors as the Cnn14 file.
+    path = checkpoint_file.parent / "Cnn14_DecisionLevelMax.pth"
+    if not path.exists():
+        os.symlink(checkpoint_file, path)
+    theirs = panns.SoundEventDetection(model=None, checkpoint_path=str(path), device="cpu")
+    capsys.readouterr()
+    assert shell_calls == []
+    sed = SoundEventDetection(checkpoint_path=path, device="cpu")
+    assert sed.name == "drop-cnn14-dlmax"  # its default pass (num_samples=1) is deterministic, as panns-inference's
+    assert sed.labels == theirs.labels
+    audio = {
+        "real": load_audio(AUDIO_DIR / "R9_ZSCveAHg_7s.wav", 32000).numpy()[None],
+        "batch": (0.1 * torch.randn(2, 64000 + 77, generator=torch.Generator().manual_seed(6))).numpy(),
+    }
+    for x in audio.values():
+        framewise = sed.inference(x)
+        expected = theirs.inference(x)
+        assert framewise.shape == expected.shape and framewise.dtype == expected.dtype
+        np.testing.assert_allclose(framewise, expected, **CLIPWISE_TOL)
+    # AudioTagging takes the same file: its clipwise output is the reference model's.
+    tagger = AudioTagging(checkpoint_path=path, device="cpu")
+    clipwise, embedding = tagger.inference(audio["batch"])
+    with torch.no_grad():
+        expected = theirs.model(torch.from_numpy(audio["batch"]), None)["clipwise_output"].numpy()
+    np.testing.assert_allclose(clipwise, expected, **CLIPWISE_TOL)
+    assert embedding.shape == (2, 2048)

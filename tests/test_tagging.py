@@ -205,22 +205,76 @@ def test_model_directory_as_checkpoint_path(tmp_path):
 
 
 @pytest.mark.parametrize("filename", ["Cnn14_DecisionLevelMax_mAP=0.385.pth", "Cnn14_DecisionLevelMax.pth"])
-def test_decision_level_checkpoint_is_a_clear_error(cnn14_file, tmp_path, capsys, filename):
-    # Same keys as Cnn14 (the framewise head has no parameters of its own): only the name tells them apart.
+def test_decision_level_checkpoint_is_converted_and_named(cnn14_file, tmp_path, capsys, caplog, filename):
+    # Same tensors as Cnn14 (the framewise head has no parameters of its own): the file name tells them apart.
     path = tmp_path / filename
+    os.symlink(cnn14_file, path)
+    with caplog.at_level(logging.INFO, logger="vipann"):
+        tagger = AudioTagging(checkpoint_path=path, device="cpu")
+    assert tagger.name == "drop-cnn14-dlmax" and tagger.model.arch == "cnn14-dlmax" and tagger.model.method == "drop"
+    assert f"{path} is PANNs Cnn14_DecisionLevelMax; it becomes vipann drop-cnn14-dlmax" in caplog.text
+    x = _audio(2, 32000)
+    clipwise, embedding = tagger.inference(x)
+    assert clipwise.shape == (2, 527) and embedding.shape == (2, 2048) and clipwise.dtype == np.float32
+    with torch.no_grad():
+        framewise = torch.sigmoid(tagger.model.framewise(torch.from_numpy(x))).numpy()
+        expected_embedding = tagger.model.embed(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(clipwise, framewise.max(axis=1), atol=1e-6)  # PANNs: clipwise = max over time
+    np.testing.assert_allclose(embedding, expected_embedding, atol=1e-6)
+    _, _, unc = tagger.inference(x, num_samples=3, return_uncertainty=True, generator=0)
+    assert unc["total"].shape == (2,) and (unc["epistemic"] > 0).all()
+
+    out = tmp_path / "converted"
+    assert cli.main(["convert", "auto", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{path} is PANNs Cnn14_DecisionLevelMax; it becomes vipann det-cnn14-dlmax" in printed
+    assert "-> det-cnn14-dlmax" in printed
+    model = from_pretrained(f"local-dir:{out}")
+    assert (model.method, model.arch, model.pretrained_cfg.name) == ("det", "cnn14-dlmax", "det-cnn14-dlmax")
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.sigmoid(model(torch.from_numpy(x))).numpy(), clipwise, atol=1e-6)
+
+
+def test_renamed_cnn14_shaped_file_needs_a_name(cnn14_file, tmp_path, capsys):
+    path = tmp_path / "my_model.pth"
     os.symlink(cnn14_file, path)
     with pytest.raises(CheckpointError) as info:
         AudioTagging(checkpoint_path=path, device="cpu")
     message = str(info.value)
-    assert "SoundEventDetection" in message and "does not implement" in message
-    assert PANNS_FILE in message and "drop-cnn14" in message
+    assert "PANNs Cnn14, PANNs Cnn14_DecisionLevelMax" in message and "file name does not say which" in message
+    assert "--name det-cnn14 (PANNs Cnn14) or det-cnn14-dlmax (PANNs Cnn14_DecisionLevelMax)" in message
     assert cli.main(["convert", "auto", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert "does not implement" in capsys.readouterr().err
+    assert "file name does not say which" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # Naming the model settles it, in Python and on the command line.
+    assert AudioTagging(model="det-cnn14-dlmax", checkpoint_path=path, device="cpu").model.arch == "cnn14-dlmax"
+    assert cli.main(["convert", "auto", str(path), "--name", "det-cnn14", "--out", str(tmp_path / "out")]) == 0
+    assert "my_model.pth is PANNs Cnn14; it becomes vipann det-cnn14" in capsys.readouterr().out
+
+
+def test_file_name_and_requested_model_must_agree(cnn14_file, tmp_path, capsys):
+    path = tmp_path / "Cnn14_DecisionLevelMax_mAP=0.385.pth"
+    os.symlink(cnn14_file, path)
+    with pytest.raises(
+        CheckpointError, match=r"Cnn14_DecisionLevelMax checkpoint \(by its file name\), but 'drop-cnn14'"
+    ):
+        AudioTagging(model="drop-cnn14", checkpoint_path=path, device="cpu")
+    assert cli.main(["convert", "auto", str(path), "--name", "det-cnn14", "--out", str(tmp_path / "out")]) == 2
+    assert "use a cnn14-dlmax name such as det-cnn14-dlmax" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("filename", ["Cnn14_DecisionLevelAtt_mAP=0.425.pth", "Cnn14_DecisionLevelAvg.pth"])
+def test_unimplemented_decision_level_variants_are_a_clear_error(cnn14_file, tmp_path, filename):
+    # DecisionLevelAvg has Cnn14's tensors too; converting it as either would be wrong.
+    path = tmp_path / filename
+    os.symlink(cnn14_file, path)
+    with pytest.raises(CheckpointError, match="a PANNs variant vipann does not implement"):
+        AudioTagging(checkpoint_path=path, device="cpu")
+
+
 def test_checkpoint_of_another_architecture_is_refused(cnn14_file):
-    with pytest.raises(CheckpointError, match="is a cnn14 checkpoint but model='drop-resnet54'"):
+    with pytest.raises(CheckpointError, match=r"is a PANNs Cnn14 checkpoint \(by its file name\), but 'drop-resnet54'"):
         AudioTagging(model="drop-resnet54", checkpoint_path=cnn14_file, device="cpu")
 
 

@@ -1,7 +1,8 @@
 """vipann: uncertainty-aware audio classification with PANNs.
 
 The public API, re-exported explicitly: building and loading models (``create_model``,
-``from_pretrained``, ``save_pretrained``), Monte-Carlo prediction (``predict``), and the
+``from_pretrained``, ``save_pretrained``), Monte-Carlo prediction (``predict``), the
+panns-inference drop-ins (``AudioTagging``, ``SoundEventDetection``), and the
 sub-packages ``layers``, ``metrics``, ``uncertainty``, ``convert``.
 """
 
@@ -14,6 +15,7 @@ from vipann.ensemble import Ensemble
 from vipann.factory import create_model, from_pretrained
 from vipann.models import PANN
 from vipann.sampling import Prediction, predict
+from vipann.sed import SoundEventDetection
 from vipann.serialization import load_pretrained_dir, save_pretrained
 from vipann.tagging import AudioTagging, CheckpointNotFoundError
 
@@ -29,6 +31,7 @@ __all__ = [
     "NotCachedError",
     "Prediction",
     "PretrainedCfg",
+    "SoundEventDetection",
     "__version__",
     "calibration",
     "create_model",

@@ -1,9 +1,10 @@
 """The model registry: one name and one metadata entry per checkpoint vipann knows.
 
 Names are ``<method>-<arch>[.<tag>]`` (``flip-resnet54``, ``drop-cnn14``,
-``flip-resnet54.esc50``). Everything shown to users about a model — Hub repository, model card,
-README zoo table, ``vipann list`` — is derived from its :class:`PretrainedCfg`; nothing is typed
-twice.
+``flip-resnet54.esc50``); the method ends at the first ``-``, so an architecture id may contain
+one (``det-cnn14-dlmax``: PANNs ``Cnn14_DecisionLevelMax``). Everything shown to users about a
+model — Hub repository, model card, README zoo table, ``vipann list`` — is derived from its
+:class:`PretrainedCfg`; nothing is typed twice.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ PANNS_RELEASE: dict[str, tuple[str, float]] = {
     "cnn6": ("Cnn6_mAP=0.343.pth", 0.343),
     "cnn10": ("Cnn10_mAP=0.380.pth", 0.380),
     "cnn14": ("Cnn14_mAP=0.431.pth", 0.431),
+    "cnn14-dlmax": ("Cnn14_DecisionLevelMax_mAP=0.385.pth", 0.385),
     "resnet22": ("ResNet22_mAP=0.430.pth", 0.430),
     "resnet38": ("ResNet38_mAP=0.434.pth", 0.434),
     "resnet54": ("ResNet54_mAP=0.429.pth", 0.429),
     "mobilenetv1": ("MobileNetV1_mAP=0.389.pth", 0.389),
 }
+
+# Where panns-inference keeps a release file under another name (its SoundEventDetection default).
+PANNS_INFERENCE_FILES: dict[str, str] = {"cnn14-dlmax": "Cnn14_DecisionLevelMax.pth"}
 
 _DEFAULT_SAMPLES = {"det": 1, "drop": 30, "flip": 30, "detflip": 30}
 _LICENSES = ("mit", "cc-by-4.0", "cc-by-nc-3.0", "other")

@@ -91,10 +91,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if kind == "auto":
         flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
         kind = "bayesian-torch" if flipout else "panns"
-    # The file name is the only thing that tells a DecisionLevel Cnn14 from Cnn14 (same tensors):
-    # default_name refuses it, also when a --name is given.
-    default = convert.default_name(args.file, state, kind)
-    name = args.name or default
+    # Cnn14 and Cnn14_DecisionLevelMax have the same tensors: the file name or --name tells them apart,
+    # and a file name that contradicts the tensors or --name is refused.
+    if args.name is None:
+        name = convert.default_name(args.file, state, kind)
+    else:
+        convert.resolve_architecture(state, args.file, args.name)
+        name = args.name
+    print(convert.describe_conversion(args.file, name))
     if kind == "panns":
         model = convert.from_panns_checkpoint(state, name, moped_delta=args.moped_delta, moped_prior=args.moped_prior)
     elif kind == "vipann":
@@ -207,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vipann._cli_eval import add_eval_commands
 
     add_eval_commands(sub)
+
+    from vipann._cli_compare import add_compare_command
+
+    add_compare_command(sub)
 
     p = sub.add_parser("demo", help="run the embedded end-to-end demo")
     p.add_argument("--out", default="vipann-demo", help="output directory")

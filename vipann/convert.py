@@ -1,7 +1,8 @@
 """Converting foreign checkpoints into vipann models, and MOPED.
 
 * :func:`from_panns_checkpoint`: an original PANNs ``.pth`` (``ResNet54_mAP=0.429.pth``,
-  ``Cnn14_mAP=0.431.pth``, ...) into any method; ``flip``/``detflip`` via MOPED.
+  ``Cnn14_mAP=0.431.pth``, ``Cnn14_DecisionLevelMax_mAP=0.385.pth``, ...) into any method;
+  ``flip``/``detflip`` via MOPED.
 * :func:`from_vipann_checkpoint`: the VI-PANN repository's ``deterministic.pth`` and
   ``flipout.pth`` (and its transfer-learning Flip layout with a Flipout head).
 * :func:`moped`: a deterministic vipann model into its ``flip`` or ``detflip`` counterpart.
@@ -9,6 +10,12 @@
 Every conversion checks every key and shape, and compares the checkpoint's STFT and mel tensors
 with the front end vipann computes from the config: a mismatch means the config is wrong and is
 reported, never loaded silently. Pickled files are read with ``torch.load(weights_only=True)``.
+
+The keys give the architecture, except where two PANNs classes share every tensor: ``Cnn14`` and
+``Cnn14_DecisionLevelMax`` differ only in how the head is applied (per clip or per segment). There
+the file name decides (``Cnn14_DecisionLevelMax_mAP=0.385.pth``, or ``Cnn14_DecisionLevelMax.pth``
+as panns-inference saves it, is ``cnn14-dlmax``), or the vipann name the caller gives; a file whose
+name says neither is refused with the names to choose from (:func:`resolve_architecture`).
 """
 
 from __future__ import annotations
@@ -26,32 +33,39 @@ from vipann._checkpoint import (
     read_torch_checkpoint,
     state_dict_from_object,
 )
+from vipann._identify import (
+    FRONTEND_KEYS,
+    _flipout_prefixes,
+    architecture_from_filename,
+    default_name,
+    describe_conversion,
+    detect_architecture,
+    resolve_architecture,
+)
 from vipann._registry import get_pretrained_cfg, split_model_name
 from vipann.factory import create_model
 from vipann.frontend import FrontendConfig, mel_filterbank, stft_kernels
 from vipann.layers import FlipoutLayer, flipout_layers
-from vipann.models.pann import ARCHITECTURES, PANN
+from vipann.models.pann import PANN
 
 __all__ = [
     "FRONTEND_KEYS",
     "FrontendMismatchError",
+    "architecture_from_filename",
     "check_frontend",
     "default_name",
+    "describe_conversion",
     "detect_architecture",
     "from_bayesian_torch",
     "from_panns_checkpoint",
     "from_vipann_checkpoint",
     "load_deterministic_weights",
     "moped",
+    "resolve_architecture",
 ]
 
 logger = logging.getLogger(__name__)
 
-FRONTEND_KEYS = (
-    "spectrogram_extractor.stft.conv_real.weight",
-    "spectrogram_extractor.stft.conv_imag.weight",
-    "logmel_extractor.melW",
-)
 _CANDIDATE_RATES = (8000, 16000, 22050, 32000, 44100, 48000)
 
 
@@ -218,7 +232,7 @@ def _classes_of(sd: Mapping[str, torch.Tensor], source: str) -> int:
 
 def from_panns_checkpoint(
     path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
-    name: str = "det-resnet54",
+    name: str | None = None,
     *,
     moped_delta: float = 0.5,
     moped_prior: str = "zero",
@@ -230,7 +244,10 @@ def from_panns_checkpoint(
         path_or_state_dict: A PANNs ``.pth`` file (``{'iteration', 'model', 'sampler'}``), or the
             loaded dict / state dict.
         name: Registry name of the result; any method: ``det-resnet54``, ``drop-cnn14``,
-            ``flip-cnn10`` (MOPED), ``detflip-resnet54`` (MOPED head), ...
+            ``flip-cnn10`` (MOPED), ``detflip-resnet54`` (MOPED head), ``drop-cnn14-dlmax``, ...
+            Default: ``det-<arch>`` of the checkpoint (:func:`default_name`). A file's name must
+            agree with it: ``Cnn14_DecisionLevelMax_mAP=0.385.pth`` converts to ``*-cnn14-dlmax``
+            names only, ``Cnn14_mAP=0.431.pth`` to ``*-cnn14`` names.
         moped_delta: MOPED delta for Flipout layers.
         moped_prior: ``"zero"`` or ``"weights"`` (see :func:`load_deterministic_weights`).
         frontend: Front-end parameters of the checkpoint when they are not the registry entry's
@@ -241,13 +258,21 @@ def from_panns_checkpoint(
         checkpoint's.
 
     Raises:
-        CheckpointError: Missing/unexpected/mis-shaped keys, an unreadable file, or a front end
-            made with other parameters (:class:`FrontendMismatchError`).
+        CheckpointError: Missing/unexpected/mis-shaped keys, an unreadable file, a front end
+            made with other parameters (:class:`FrontendMismatchError`), a file name that
+            contradicts ``name`` or the tensors, or a Cnn14-shaped state dict without a name that
+            says whether it is Cnn14 or Cnn14_DecisionLevelMax.
 
     Example:
         >>> model = from_panns_checkpoint("ResNet54_mAP=0.429.pth", "flip-resnet54")  # doctest: +SKIP
+        >>> sed = from_panns_checkpoint("Cnn14_DecisionLevelMax_mAP=0.385.pth")  # doctest: +SKIP
     """
     sd, source = _as_state_dict(path_or_state_dict)
+    path = None if isinstance(path_or_state_dict, Mapping) else path_or_state_dict
+    arch = resolve_architecture(sd, path, name)
+    name = name or f"det-{arch}"
+    if path is not None:
+        logger.info("%s", describe_conversion(path, name))
     model = _target_for(name, None, _classes_of(sd, source), frontend)
     check_frontend(sd, model.frontend_config, source)
     body = {k: v for k, v in sd.items() if k not in FRONTEND_KEYS}
@@ -298,79 +323,6 @@ def from_vipann_checkpoint(
     return from_bayesian_torch(sd, name or "flip-resnet54", head_delta=head_delta, source=source)
 
 
-def _flipout_prefixes(sd: Mapping[str, torch.Tensor]) -> set[str]:
-    return {k.rsplit(".", 1)[0] for k in sd if k.endswith((".mu_kernel", ".mu_weight"))}
-
-
-def _deterministic_names(sd: Mapping[str, torch.Tensor]) -> set[str]:
-    """The key names the checkpoint would have if none of its layers were Flipout."""
-    renamed = {"mu_kernel": "weight", "mu_weight": "weight", "mu_bias": "bias"}
-    names = set()
-    for key in sd:
-        prefix, _, leaf = key.rpartition(".")
-        if leaf.startswith(("rho_", "prior_", "eps_")) or key in FRONTEND_KEYS:
-            continue
-        names.add(f"{prefix}.{renamed.get(leaf, leaf)}")
-    return names
-
-
-def default_name(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], kind: str) -> str:
-    """The vipann name a checkpoint becomes when none is given.
-
-    PANNs release files (``Cnn14_mAP=0.431.pth``, also as kept by panns-inference in
-    ``~/panns_data``) become ``det-<arch>``; VI-PANN ``flipout.pth`` and bayesian-torch state dicts
-    become ``flip-``/``detflip-<arch>``. The architecture is read from the keys, so a renamed file
-    converts too.
-
-    Args:
-        path: The checkpoint file (its name is only used for messages).
-        state_dict: Its tensors.
-        kind: ``"panns"``, ``"vipann"`` or ``"bayesian-torch"``.
-
-    Returns:
-        A registry name.
-
-    Raises:
-        CheckpointError: If the architecture is not one vipann implements (e.g. the decision-level
-            Cnn14 variants, whose framewise head has no vipann counterpart).
-    """
-    stem = os.path.basename(str(path)).split("_mAP")[0].lower()
-    if "decisionlevel" in stem or "wavegram" in stem or "16k" in stem:
-        raise CheckpointError(
-            f"{os.path.basename(str(path))} is a PANNs variant vipann does not implement "
-            f"({stem}); vipann converts Cnn6/10/14, ResNet22/38/54 and MobileNetV1 (32 kHz)"
-        )
-    flip = _flipout_prefixes(state_dict)
-    arch = detect_architecture(state_dict)
-    if not flip:
-        return f"det-{arch}"
-    return f"{'detflip' if flip <= {'fc1', 'fc_audioset'} else 'flip'}-{arch}"
-
-
-def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Which architecture of the family a PANNs or bayesian-torch state dict belongs to.
-
-    Args:
-        state_dict: The checkpoint's tensors (Flipout names are mapped back to ``weight``/``bias``).
-
-    Returns:
-        The architecture id (``resnet54``, ``cnn14``, ...).
-
-    Raises:
-        CheckpointError: If no architecture has exactly these keys.
-    """
-    names = _deterministic_names(state_dict)
-    for arch in ARCHITECTURES:
-        with torch.device("meta"):
-            reference = set(PANN(arch, "det", 1).state_dict())
-        if reference == names:
-            return arch
-    raise CheckpointError(
-        f"the checkpoint's {len(names)} keys match none of the architectures {', '.join(ARCHITECTURES)}; "
-        "is it a PANN (Cnn6/10/14, ResNet22/38/54, MobileNetV1) checkpoint?"
-    )
-
-
 def from_bayesian_torch(
     path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
     name: str | None = None,
@@ -413,7 +365,8 @@ def from_bayesian_torch(
             f"{source} is a {method} checkpoint (Flipout layers: {len(flip)}) and converts only to a {method} "
             f"model, not {name!r}" + ("; use deterministic.pth for det, drop or detflip" if method == "flip" else "")
         )
-    arch = detect_architecture(sd)
+    path = None if isinstance(path_or_state_dict, Mapping) else path_or_state_dict
+    arch = resolve_architecture(sd, path, name)
     name = name or f"{method}-{arch}"
     model = _target_for(name, arch, _classes_of(sd, source), frontend)
     check_frontend(sd, model.frontend_config, source)

@@ -4,10 +4,10 @@
 test set — probabilities ``(R, S, N, C)`` — and returns every summary the VI-PANN paper reports:
 classification metrics (accuracy for multi-class; macro mAP, AUC and d-prime for multi-label),
 calibration (ECE, MCE, reliability MAE, NLL, Brier), the mean uncertainty decomposition, retention
-curves with 95 % confidence intervals over the ``R`` runs for entropy / epistemic / aleatoric (plus
-random and oracle references), and OOD AUROC/AUPR against out-of-distribution predictions when
-given. :func:`write_evaluation` writes them as JSON, CSV and PNG (and the raw predictions as
-safetensors) so every figure can be recomputed.
+curves for entropy / epistemic / aleatoric with 95 % confidence intervals over the ``R`` runs (a
+bootstrap over clips for a single run), random and oracle reference curves, and OOD AUROC/AUPR
+against out-of-distribution predictions when given. :func:`write_evaluation` writes them as JSON,
+CSV and PNG (and the raw predictions as safetensors) so every figure can be recomputed.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def evaluate_runs(
     ood_probs: Tensor | None = None,
     n_bins: int = 15,
     fractions: Tensor | None = None,
+    bootstrap: int | None = None,
+    seed: int = 0,
 ) -> Evaluation:
     """Summaries of ``R`` Monte-Carlo prediction runs.
 
@@ -86,6 +88,10 @@ def evaluate_runs(
         ood_probs: See Inputs.
         n_bins: Calibration bins.
         fractions: Retention fractions (default 1 %, ..., 100 %).
+        bootstrap: With a single run (``R = 1``) the retention curves' 95 % band comes from this many
+            bootstrap resamples of the clips (default 200); with several runs it is the Student-t
+            band over runs and ``bootstrap`` must be None.
+        seed: Seed of the bootstrap resamples.
 
     Returns:
         An :class:`Evaluation`.
@@ -130,7 +136,20 @@ def evaluate_runs(
 
     metric = "map" if multilabel else "accuracy"
     stacked = {name: torch.stack([u[name] for u in uncertainties]) for name in MEASURES}
-    retention = metrics.retention_curves(means, targets, stacked, metric=metric, fractions=fractions)
+    if runs > 1 and bootstrap is not None:
+        raise ValueError(f"bootstrap resamples a single run; got {runs} runs (their spread already gives the band)")
+    if runs == 1:
+        retention = metrics.retention_curves(
+            means[0],
+            targets,
+            {name: values[0] for name, values in stacked.items()},
+            metric=metric,
+            fractions=fractions,
+            bootstrap=200 if bootstrap is None else bootstrap,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    else:
+        retention = metrics.retention_curves(means, targets, stacked, metric=metric, fractions=fractions)
     for name, result in retention.items():
         scalars[f"retention_area_{name}"] = float(result.area)
     random = metrics.random_curve(means, targets, metric=metric, fractions=fractions)

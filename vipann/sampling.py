@@ -192,12 +192,19 @@ def _default_rows(method: str, device: torch.device) -> int:
 
 
 @torch.no_grad()
-def _sample_logits(model: nn.Module, wave: Tensor, num_samples: int, generator, max_rows: int) -> Tensor:
-    """Logits ``(S, N, C)`` of ``N`` windows, sharing everything before the first stochastic stage."""
+def _sample_logits(
+    model: nn.Module, wave: Tensor, num_samples: int, generator, max_rows: int, stop: int | None = None
+) -> Tensor:
+    """Logits ``(S, N, C)`` of ``N`` windows, sharing everything before the first stochastic stage.
+
+    With ``stop``, the output of ``stage_names[:stop]`` instead, ``(S, N, ...)`` (e.g. the segment
+    logits ``(S, N, segments, C)`` of a decision-level model).
+    """
     x = model.normalize(model.logmel(wave))
-    split = model.first_stochastic_stage()
+    stop = len(model.stage_names) if stop is None else stop
+    split = min(model.first_stochastic_stage(), stop)
     shared = model.run_stages(x, 0, split)
-    if split == len(model.stage_names):  # deterministic model
+    if split == stop:  # nothing stochastic before stop
         return shared[None].expand(num_samples, *shared.shape)
     n = shared.shape[0]
     per_pass = max(1, max_rows // n)
@@ -207,8 +214,8 @@ def _sample_logits(model: nn.Module, wave: Tensor, num_samples: int, generator, 
         groups = min(per_pass, num_samples - done)
         stacked = shared.repeat(groups, *([1] * (shared.dim() - 1)))
         with mc_sampling(model, generator=generator, num_draws=groups):
-            logits = model.run_stages(stacked, split)
-        out.append(logits.reshape(groups, n, -1))
+            logits = model.run_stages(stacked, split, stop)
+        out.append(logits.reshape(groups, n, *logits.shape[1:]))
         done += groups
     return torch.cat(out)
 

@@ -14,13 +14,15 @@ Weights are found, in this order, and never downloaded silently:
 1. ``checkpoint_path``: a PANNs ``.pth`` (as panns-inference downloads it) or a directory written
    by :func:`vipann.save_pretrained` / ``vipann convert``;
 2. the PANNs release file in ``~/panns_data`` where panns-inference keeps it
-   (``Cnn14_mAP=0.431.pth`` for the ``*-cnn14`` names), converted in memory;
+   (``Cnn14_mAP=0.431.pth`` for the ``*-cnn14`` names; ``Cnn14_DecisionLevelMax.pth`` or
+   ``Cnn14_DecisionLevelMax_mAP=0.385.pth`` for ``*-cnn14-dlmax``), converted in memory;
 3. :func:`vipann.from_pretrained` (the Hugging Face Hub, or ``local-dir:``/``hf-hub:`` sources).
 
 When none holds the weights, :class:`CheckpointNotFoundError` says how to get them.
 
-Sound event detection (``panns_inference.SoundEventDetection`` and its ``Cnn14_DecisionLevelMax``
-checkpoint) has a framewise head that vipann does not implement; it is out of scope here.
+The decision-level ``Cnn14_DecisionLevelMax`` checkpoint (panns-inference's sound event detection
+model) works here too, as ``*-cnn14-dlmax``: its clipwise output is the maximum of its framewise
+output. Its framewise output is :class:`vipann.SoundEventDetection` (:mod:`vipann.sed`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,23 @@ from numpy.typing import ArrayLike
 
 from vipann._checkpoint import CheckpointError, read_torch_checkpoint
 from vipann._hub import HubError, NotCachedError
-from vipann._registry import PANNS_RELEASE, PANNS_ZENODO, get_pretrained_cfg, is_model, split_model_name
-from vipann.convert import default_name, detect_architecture, from_bayesian_torch, from_panns_checkpoint
+from vipann._registry import (
+    PANNS_INFERENCE_FILES,
+    PANNS_RELEASE,
+    PANNS_ZENODO,
+    get_pretrained_cfg,
+    is_model,
+    split_model_name,
+)
+from vipann.convert import (
+    default_name,
+    describe_conversion,
+    from_bayesian_torch,
+    from_panns_checkpoint,
+    resolve_architecture,
+)
 from vipann.factory import from_pretrained
-from vipann.models.pann import PANN
+from vipann.models.pann import ARCHITECTURES, PANN
 from vipann.sampling import Prediction, predict
 
 __all__ = ["DEFAULT_MODEL", "AudioTagging", "CheckpointNotFoundError", "panns_data_dir"]
@@ -69,57 +84,55 @@ def _zenodo_url(filename: str) -> str:
     return f"{PANNS_ZENODO}/files/{filename.replace('=', '%3D')}?download=1"
 
 
+def _local_names(cfg) -> list[str]:
+    """File names the PANNs checkpoint of an entry may have in ``~/panns_data`` (panns-inference's first)."""
+    return [n for n in (PANNS_INFERENCE_FILES.get(cfg.arch), cfg.source_checkpoint) if n]
+
+
 def _in_place_file(name: str) -> Path | None:
     """The PANNs release file of an AudioSet registry name, if panns-inference's folder has it."""
     cfg = get_pretrained_cfg(name)
     if cfg.tag is not None or cfg.source_checkpoint not in _RELEASE_FILES:
         return None
-    path = panns_data_dir() / cfg.source_checkpoint
-    return path if path.is_file() else None
+    for filename in _local_names(cfg):
+        path = panns_data_dir() / filename
+        if path.is_file():
+            return path
+    return None
 
 
 def _how_to_get(name: str) -> str:
     cfg = get_pretrained_cfg(name)
     if cfg.weights == "none":
         return f"{name!r} is an architecture without pretrained weights; build it with vipann.create_model({name!r})"
+    # The decision-level (framewise) models are what SoundEventDetection loads.
+    user = "AudioTagging" if ARCHITECTURES[cfg.arch].pooling == "clip" else "SoundEventDetection"
     lines = [f"no weights for {name!r} are available locally, and vipann never downloads a checkpoint silently."]
     source = cfg.source_checkpoint
     if source in _RELEASE_FILES:
-        here = panns_data_dir() / source
+        here = panns_data_dir() / _local_names(cfg)[0]
         lines += [
             f"Its weights come from the PANNs checkpoint {source} (Zenodo record 3987831). Either:",
-            f"  1. download it to where panns-inference keeps it ({here}), and AudioTagging uses it in place:",
+            f"  1. download it to where panns-inference keeps it ({here}), and {user} uses it in place:",
             f'       mkdir -p "{here.parent}" && wget -O "{here}" "{_zenodo_url(source)}"',
-            "     (or pass checkpoint_path=... to AudioTagging); or",
+            f"     (or pass checkpoint_path=... to {user}); or",
             "  2. convert it once into a vipann model directory and load that:",
             f"       {cfg.convert_command()}",
-            f"       AudioTagging(model='local-dir:./{name}')",
+            f"       {user}(model='local-dir:./{name}')",
         ]
     elif cfg.convert_command():
         lines += [
             f"Build it from {source} and load the result:",
             f"  {cfg.convert_command()}",
-            f"  AudioTagging(model='local-dir:./{name}')",
+            f"  {user}(model='local-dir:./{name}')",
         ]
     if cfg.hf_hub_id and not cfg.published:
         lines.append(f"(Its Hub repository {cfg.hf_hub_id!r} is not published yet.)")
     return "\n".join(lines)
 
 
-def _check_not_decision_level(path: Path) -> None:
-    if "decisionlevel" in path.name.lower():
-        raise CheckpointError(
-            f"{path.name} is a PANNs Cnn14_DecisionLevel* checkpoint (panns_inference.SoundEventDetection): a "
-            "framewise sound-event-detection head that vipann does not implement. vipann.AudioTagging replaces "
-            "panns_inference.AudioTagging only; use the clip-level checkpoint Cnn14_mAP=0.431.pth (vipann names "
-            "det-cnn14, drop-cnn14, detflip-cnn14, flip-cnn14). vipann converts the PANNs Cnn6, Cnn10, Cnn14, "
-            "ResNet22, ResNet38, ResNet54 and MobileNetV1 checkpoints (32 kHz)."
-        )
-
-
 def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
     """Convert a foreign ``.pth`` (PANNs release, VI-PANN or bayesian-torch layout) in memory."""
-    _check_not_decision_level(path)
     try:
         state = read_torch_checkpoint(path)
     except CheckpointError as exc:
@@ -128,30 +141,35 @@ def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
             "delete it and download it again."
         ) from exc
     flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
-    # default_name refuses the PANNs variants vipann does not implement (Wavegram, 16 kHz, ...).
-    detected = default_name(path, state, "bayesian-torch" if flipout else "panns")
     if model is None:
-        arch = split_model_name(detected)[1]
-        name = detected if flipout else f"{_DEFAULT_METHOD}-{arch}"
+        # default_name refuses the PANNs variants vipann does not implement (Wavegram, 16 kHz, ...)
+        # and a Cnn14-shaped file whose name does not say Cnn14 or Cnn14_DecisionLevelMax.
+        detected = default_name(path, state, "bayesian-torch" if flipout else "panns")
+        name = detected if flipout else f"{_DEFAULT_METHOD}-{split_model_name(detected)[1]}"
     else:
+        # The requested model must agree with the tensors and with the file name.
+        resolve_architecture(state, path, model)
         name = model
-        arch = detect_architecture(state)
-        if split_model_name(name)[1] != arch:
-            raise CheckpointError(
-                f"{path.name} is a {arch} checkpoint but model={name!r} is a {split_model_name(name)[1]}"
-            )
+    logger.info("%s", describe_conversion(path, name))
     if flipout:
         return from_bayesian_torch(state, name, source=path.name), name
     return from_panns_checkpoint({"model": state}, name), name
 
 
-def _load(model: str | PANN | None, checkpoint_path: str | os.PathLike[str] | None) -> tuple[PANN, str, str]:
-    """Resolve ``(model, checkpoint_path)`` to ``(network, vipann name, where the weights came from)``."""
+def _load(
+    model: str | PANN | None,
+    checkpoint_path: str | os.PathLike[str] | None,
+    default: str = DEFAULT_MODEL,
+) -> tuple[PANN, str, str]:
+    """Resolve ``(model, checkpoint_path)`` to ``(network, vipann name, where the weights came from)``.
+
+    ``default`` is the model used when none is named (and the one the messages suggest).
+    """
     if isinstance(model, PANN):
         if checkpoint_path is not None:
             raise ValueError(
                 "pass either a vipann model instance or checkpoint_path, not both; to load a PANNs checkpoint, "
-                "name the model instead: AudioTagging(model='drop-cnn14', checkpoint_path=...)"
+                f"name the model instead: model={default!r}, checkpoint_path=..."
             )
         cfg = getattr(model, "pretrained_cfg", None)
         return model, cfg.name if cfg is not None else f"{model.method}-{model.arch}", "the given model"
@@ -174,13 +192,13 @@ def _load(model: str | PANN | None, checkpoint_path: str | os.PathLike[str] | No
             return net, name, f"local-dir:{path}"
         if not path.is_file():
             raise CheckpointNotFoundError(
-                f"checkpoint_path {str(path)!r} does not exist\n" + _how_to_get(model or DEFAULT_MODEL)
+                f"checkpoint_path {str(path)!r} does not exist\n" + _how_to_get(model or default)
             )
         net, name = _from_file(path, model)
         logger.info("loaded %s as vipann model %r (converted in memory)", path, name)
         return net, name, str(path)
 
-    name = model or DEFAULT_MODEL
+    name = model or default
     if not is_model(name):
         net = from_pretrained(name)  # an explicit hf-hub:/local-dir: source
         return net, net.pretrained_cfg.name, getattr(net, "pretrained_source", name)
@@ -206,12 +224,72 @@ def _device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         # panns-inference's default is device='cuda' with a fall-back to the CPU; keep scripts working.
-        logger.warning("CUDA is not available; AudioTagging runs on the CPU")
+        logger.warning("CUDA is not available; the model runs on the CPU")
         return torch.device("cpu")
     return device
 
 
-class AudioTagging:
+class _PannsInference:
+    """What :class:`AudioTagging` and :class:`vipann.SoundEventDetection` share: loading, device, labels, S."""
+
+    model: PANN
+    name: str
+    source: str
+
+    def _setup(
+        self,
+        model: str | PANN | None,
+        checkpoint_path: str | os.PathLike[str] | None,
+        device: str | torch.device | None,
+        num_samples: int | None,
+        default: str,
+    ) -> None:
+        net, self.name, self.source = _load(model, checkpoint_path, default)
+        self.device = _device(device)
+        self.model = net.to(self.device).eval()
+        cfg = getattr(net, "pretrained_cfg", None)
+        self.multilabel: bool = bool(cfg.multilabel) if cfg is not None else True
+        labels = cfg.labels if cfg is not None and len(cfg.labels) == net.num_classes else ()
+        self.labels: list[str] = list(labels) or [f"class_{i}" for i in range(net.num_classes)]
+        self.classes_num: int = net.num_classes
+        self._default_samples = cfg.default_num_samples if cfg is not None else (1 if net.method == "det" else 30)
+        if num_samples is not None and int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = None if num_samples is None else int(num_samples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.name!r}, source={self.source!r}, device={str(self.device)!r})"
+
+    def _samples(self, num_samples: int | None, return_uncertainty: bool) -> int:
+        if num_samples is None:
+            num_samples = self.num_samples
+        if num_samples is None:
+            num_samples = self._default_samples if return_uncertainty else 1
+        num_samples = int(num_samples)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_samples > 1 and self.model.method == "det":
+            warnings.warn(
+                f"{self.name} is deterministic: num_samples={num_samples} is ignored (one pass); use a drop, flip "
+                "or detflip model for Monte-Carlo uncertainty",
+                stacklevel=3,
+            )
+            num_samples = 1
+        return num_samples
+
+    def _waveform(self, audio: ArrayLike | torch.Tensor) -> torch.Tensor:
+        if isinstance(audio, torch.Tensor):
+            wave = audio
+        else:
+            wave = torch.from_numpy(np.require(np.asarray(audio), requirements=("C_CONTIGUOUS", "WRITEABLE")))
+        if wave.dim() == 1:
+            wave = wave[None]
+        if wave.is_floating_point():
+            wave = wave.to(torch.float32)  # panns-inference also computes in float32
+        return wave.to(self.device)
+
+
+class AudioTagging(_PannsInference):
     """Clip-level audio tagging with the interface of ``panns_inference.AudioTagging``.
 
     ``inference(audio)`` returns what panns-inference returns: sigmoid probabilities
@@ -253,8 +331,10 @@ class AudioTagging:
                 (as in panns-inference) means :data:`DEFAULT_MODEL`, or with a PANNs
                 ``checkpoint_path`` the ``drop`` flavour of that checkpoint's architecture.
             checkpoint_path: A PANNs ``.pth`` file (``~/panns_data/Cnn14_mAP=0.431.pth``, any
-                release file from Zenodo record 3987831), a VI-PANN/bayesian-torch ``.pth``, or a
-                vipann model directory. It becomes ``model`` when that is a registry name.
+                release file from Zenodo record 3987831, including
+                ``Cnn14_DecisionLevelMax_mAP=0.385.pth``, which becomes ``drop-cnn14-dlmax``), a
+                VI-PANN/bayesian-torch ``.pth``, or a vipann model directory. It becomes ``model``
+                when that is a registry name.
             device: ``"cpu"``, ``"cuda"``, ... Default: CUDA when available. ``"cuda"`` without a
                 GPU falls back to the CPU, as in panns-inference.
             num_samples: Default number of Monte-Carlo samples for :meth:`inference`.
@@ -262,54 +342,13 @@ class AudioTagging:
         Raises:
             CheckpointNotFoundError: When no weights are available locally; the message names the
                 checkpoint file (Zenodo record 3987831) and the ``vipann convert`` command.
-            vipann.CheckpointError: For a checkpoint vipann cannot use: a
-                ``Cnn14_DecisionLevel*`` (sound event detection) or other unimplemented variant, a
-                checkpoint of another architecture than ``model``, or a corrupt file.
+            vipann.CheckpointError: For a checkpoint vipann cannot use: an unimplemented PANNs
+                variant (``Cnn14_DecisionLevelAtt``, Wavegram, 16 kHz), a checkpoint of another
+                architecture than ``model`` or than its file name says, a renamed Cnn14-shaped file
+                with no ``model`` (Cnn14 or Cnn14_DecisionLevelMax?), or a corrupt file.
             ValueError: For contradictory arguments or an unknown model name.
         """
-        net, self.name, self.source = _load(model, checkpoint_path)
-        self.device = _device(device)
-        self.model: PANN = net.to(self.device).eval()
-        cfg = getattr(net, "pretrained_cfg", None)
-        self.multilabel: bool = bool(cfg.multilabel) if cfg is not None else True
-        labels = cfg.labels if cfg is not None and len(cfg.labels) == net.num_classes else ()
-        self.labels: list[str] = list(labels) or [f"class_{i}" for i in range(net.num_classes)]
-        self.classes_num: int = net.num_classes
-        self._default_samples = cfg.default_num_samples if cfg is not None else (1 if net.method == "det" else 30)
-        if num_samples is not None and int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.num_samples = None if num_samples is None else int(num_samples)
-
-    def __repr__(self) -> str:
-        return f"AudioTagging(model={self.name!r}, source={self.source!r}, device={str(self.device)!r})"
-
-    def _samples(self, num_samples: int | None, return_uncertainty: bool) -> int:
-        if num_samples is None:
-            num_samples = self.num_samples
-        if num_samples is None:
-            num_samples = self._default_samples if return_uncertainty else 1
-        num_samples = int(num_samples)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if num_samples > 1 and self.model.method == "det":
-            warnings.warn(
-                f"{self.name} is deterministic: num_samples={num_samples} is ignored (one pass); use a drop, flip "
-                "or detflip model for Monte-Carlo uncertainty",
-                stacklevel=3,
-            )
-            num_samples = 1
-        return num_samples
-
-    def _waveform(self, audio: ArrayLike | torch.Tensor) -> torch.Tensor:
-        if isinstance(audio, torch.Tensor):
-            wave = audio
-        else:
-            wave = torch.from_numpy(np.require(np.asarray(audio), requirements=("C_CONTIGUOUS", "WRITEABLE")))
-        if wave.dim() == 1:
-            wave = wave[None]
-        if wave.is_floating_point():
-            wave = wave.to(torch.float32)  # panns-inference also computes in float32
-        return wave.to(self.device)
+        self._setup(model, checkpoint_path, device, num_samples, DEFAULT_MODEL)
 
     @overload
     def inference(
@@ -379,7 +418,10 @@ class AudioTagging:
 
         The embedding is always the deterministic one (stochastic modules off, Flipout layers at
         their posterior mean): ``relu(fc1(pooled))``, panns-inference's ``embedding`` in eval
-        mode. It is a feature vector, so it is not averaged over Monte-Carlo samples.
+        mode. It is a feature vector, so it is not averaged over Monte-Carlo samples. For a
+        decision-level model (``*-cnn14-dlmax``), whose PANNs original returns no embedding, it
+        is the maximum over segments of ``relu(fc1(segment))`` (:meth:`vipann.PANN.embed`), and
+        ``clipwise_output`` is the maximum over time of its framewise output, as in PANNs.
 
         Args:
             audio: ``(B, T)`` float waveforms at the model's sample rate (32 kHz for the AudioSet
@@ -410,9 +452,10 @@ class AudioTagging:
         wave = self.model.check_waveform(self._waveform(audio), sample_rate)
         net = self.model.eval()
         head = net.stage_names.index("act_fc1") + 1
-        embedding = net.run_stages(net.pooled(wave), len(net.trunk_names), head)
+        hidden = net.run_stages(net.pooled(wave), len(net.trunk_names), head)
+        embedding = net.clip_embedding(hidden)
         if samples == 1:
-            logits = net.run_stages(embedding, head)
+            logits = net.run_stages(hidden, head)
             probs = (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1))[None]
             prediction = Prediction(probs, self.multilabel)
         else:

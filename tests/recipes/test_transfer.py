@@ -103,9 +103,7 @@ def test_fixed_feature_stage_computes_the_backbone_once(esc50, tmp_path, monkeyp
     from vipann.train import transfer
 
     original = transfer.extract_features
-    monkeypatch.setattr(
-        "vipann.recipes.transfer.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
+    monkeypatch.setattr("vipann.recipes._stages.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     run_transfer(_config(esc50, tmp_path / "run", strategies=["det"], folds=[1], fixed_epochs=5, finetune_epochs=0))
     assert calls == [1]  # one feature pass for 5 head epochs
 
@@ -128,10 +126,10 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(esc50, tmp_path, monkey
             kw["on_epoch_end"] = boom
         return original_fit(*args, **kw)
 
-    monkeypatch.setattr("vipann.recipes.transfer.fit", dying_fit)
+    monkeypatch.setattr("vipann.recipes._stages.fit", dying_fit)
     with pytest.raises(KeyboardInterrupt):
         run_transfer(_config(esc50, tmp_path / "killed", **kwargs))
-    monkeypatch.setattr("vipann.recipes.transfer.fit", original_fit)
+    monkeypatch.setattr("vipann.recipes._stages.fit", original_fit)
     run_transfer(_config(esc50, tmp_path / "killed", resume=True, **kwargs))
     for stage in ("fixed", "finetuned"):
         a = load_file(str(tmp_path / "full" / "flip" / "fold1" / stage / "model.safetensors"))

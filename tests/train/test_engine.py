@@ -170,3 +170,51 @@ def test_state_roundtrip_and_atomicity(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     with pytest.raises(FileNotFoundError, match="no complete training checkpoint"):
         load_state(tmp_path / "missing")
+
+
+def test_fit_keeps_the_sngp_precision_of_the_last_epoch_only():
+    from vipann.calibration import attach_sngp_head
+
+    x, y = _head_data(n=24)
+    model = attach_sngp_head(_model("det"), num_features=32)
+    gp = model.fc_audioset
+    inputs: list[list[torch.Tensor]] = [[]]  # the GP layer's training inputs, one list per epoch
+    gp.register_forward_pre_hook(lambda m, args: inputs[-1].append(args[0].detach().clone()) if m.training else None)
+    history = fit(
+        model,
+        model.parameters(),
+        iterate_tensors(x, y, 8, seed=0),
+        FitConfig(epochs=3, lr=1e-2),
+        multilabel=False,
+        num_train=len(x),
+        forward=_head_forward,
+        progress=False,
+        on_epoch_end=lambda r: inputs.append([]),
+    )
+    assert len(history) == 3 and len(inputs) == 4 and inputs[-1] == []
+    last = torch.cat(inputs[2]).double()  # the GP inputs of the third (last) epoch
+    phi = gp.features(last)
+    expected = gp.ridge * torch.eye(32, dtype=torch.float64) + phi.T @ phi
+    torch.testing.assert_close(gp.precision.double(), expected, rtol=1e-4, atol=1e-4)
+    # Without the per-epoch reset the first two epochs would be in it too.
+    every = torch.cat([torch.cat(i) for i in inputs[:2]]).double()
+    assert not torch.allclose(gp.precision.double(), expected + gp.features(every).T @ gp.features(every), atol=1e-3)
+
+
+def test_ddp_wrap_does_not_broadcast_the_sngp_precision(tmp_path):
+    import torch.distributed as dist
+
+    from vipann.calibration import attach_sngp_head
+    from vipann.train import DistContext, ddp_wrap
+
+    model = attach_sngp_head(_model("det"), num_features=8)
+    assert ddp_wrap(DistContext(), model) is model  # a world of one: unchanged
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        wrapped = ddp_wrap(DistContext(rank=0, world_size=2), model)
+        assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+        assert model._ddp_params_and_buffers_to_ignore == ["fc_audioset.precision"]
+        buffers = [id(b) for b in wrapped.modules_buffers]
+        assert id(model.fc_audioset.precision) not in buffers and id(model.bn0.running_mean) in buffers
+    finally:
+        dist.destroy_process_group()

@@ -19,6 +19,8 @@ __all__ = [
     "ConvBlock5x5",
     "GlobalPool",
     "ResNetTrunk",
+    "SegmentMax",
+    "SegmentPool",
     "init_pann_weights",
     "mobilenet_v1_features",
 ]
@@ -246,6 +248,33 @@ class GlobalPool(nn.Module):
         """Pool feature maps to one vector per clip."""
         x = torch.mean(x, dim=3)
         return torch.amax(x, dim=2) + torch.mean(x, dim=2)
+
+
+class SegmentPool(nn.Module):
+    """PANNs decision-level pooling (``Cnn14_DecisionLevelMax``): one feature vector per time step.
+
+    Mean over mel bins, then a max pool plus an average pool over time (kernel 3, stride 1,
+    padding 1), and the time axis moved before the channels so the head applies per segment.
+    Maps ``(B, C, T, F)`` to ``(B, T, C)``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool feature maps to one vector per segment."""
+        x = torch.mean(x, dim=3)
+        x = F.max_pool1d(x, kernel_size=3, stride=1, padding=1) + F.avg_pool1d(x, kernel_size=3, stride=1, padding=1)
+        return x.transpose(1, 2)
+
+
+class SegmentMax(nn.Module):
+    """Clip-level output of a decision-level head: the maximum over segments.
+
+    Maps segment logits ``(B, T, C)`` to clip logits ``(B, C)``. The sigmoid is monotonic, so
+    ``sigmoid(max_t z_t) == max_t sigmoid(z_t)``: PANNs' ``clipwise_output``, exactly.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Take the maximum over the segment axis (dim 1)."""
+        return torch.amax(x, dim=1)
 
 
 @torch.no_grad()

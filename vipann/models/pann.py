@@ -1,4 +1,4 @@
-"""The PANN family (Cnn6/10/14, ResNet22/38/54, MobileNetV1, a tiny test net) in four flavours.
+"""The PANN family (Cnn6/10/14, Cnn14_DecisionLevelMax, ResNet22/38/54, MobileNetV1, a tiny test net).
 
 One class, :class:`PANN`, builds every architecture; the flavour is the ``method`` argument:
 
@@ -15,6 +15,18 @@ One class, :class:`PANN`, builds every architecture; the flavour is the ``method
 or softmax belong to prediction code. The network is a list of named stages
 (:attr:`PANN.stage_names`), so prediction code can run the deterministic prefix once and only
 the stochastic suffix once per Monte-Carlo sample.
+
+Each architecture has one of two head layouts (:attr:`ArchSpec.pooling`):
+
+* ``"clip"``: the trunk's feature maps are pooled over time into one vector per clip
+  (:class:`~vipann.models.blocks.GlobalPool`), and fc1 and the classifier act on it.
+* ``"decision_max"`` (``cnn14-dlmax``, PANNs ``Cnn14_DecisionLevelMax``): the feature maps are
+  pooled into one vector per segment of 32 frames (:class:`~vipann.models.blocks.SegmentPool`),
+  fc1 and the classifier act on every segment, and the clip's logits are the maximum over
+  segments (stage ``clip_max``). :meth:`PANN.framewise` gives the segment logits at the input
+  frame rate, interpolated and padded as PANNs' ``framewise_output``. Dropout and Flipout in the
+  head draw their noise per segment and element, as ``F.dropout`` and bayesian-torch's
+  ``LinearFlipout`` do for a 3-d input.
 """
 
 from __future__ import annotations
@@ -34,13 +46,17 @@ from vipann.models.blocks import (
     ConvBlock5x5,
     GlobalPool,
     ResNetTrunk,
+    SegmentMax,
+    SegmentPool,
     init_pann_weights,
     mobilenet_v1_features,
 )
 
-__all__ = ["ARCHITECTURES", "METHODS", "PANN", "ArchSpec"]
+__all__ = ["ARCHITECTURES", "METHODS", "PANN", "POOLINGS", "ArchSpec"]
 
 METHODS = ("det", "drop", "flip", "detflip")
+#: Head layouts: one vector per clip, or per-segment decisions whose maximum is the clip's.
+POOLINGS = ("clip", "decision_max")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,9 @@ class ArchSpec:
         conv_dropout: Dropout after conv stages (the MC sites of ``drop``); 0 disables them.
         frontend: Front-end configuration the architecture is defined with.
         original_class: Class name in PANNs ``pytorch/models.py`` (``None`` for vipann-only nets).
+        pooling: ``"clip"`` (global pooling, then fc1 and the classifier on one vector per clip)
+            or ``"decision_max"`` (fc1 and the classifier per segment, clip logits = maximum over
+            segments; PANNs ``Cnn14_DecisionLevelMax``).
     """
 
     @property
@@ -77,6 +96,7 @@ class ArchSpec:
     conv_dropout: float = 0.2
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     original_class: str | None = None
+    pooling: str = "clip"
 
 
 _P2 = (2, 2)
@@ -92,6 +112,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             widths=(64, 128, 256, 512, 1024, 2048),
             pools=(_P2,) * 5 + ((1, 1),),
             original_class="Cnn14",
+        ),
+        # Cnn14's trunk and tensors with PANNs' sound-event-detection head (Cnn14_DecisionLevelMax).
+        ArchSpec(
+            "cnn14-dlmax",
+            "cnn",
+            2048,
+            widths=(64, 128, 256, 512, 1024, 2048),
+            pools=(_P2,) * 5 + ((1, 1),),
+            original_class="Cnn14_DecisionLevelMax",
+            pooling="decision_max",
         ),
         ArchSpec("resnet22", "resnet", 2048, block="basic", layers=(2, 2, 2, 2), original_class="ResNet22"),
         ArchSpec("resnet38", "resnet", 2048, block="basic", layers=(3, 4, 6, 3), original_class="ResNet38"),
@@ -161,7 +191,8 @@ class PANN(nn.Module):
 
     Args:
         arch: Architecture id (see :data:`ARCHITECTURES`): ``cnn6``, ``cnn10``, ``cnn14``,
-            ``resnet22``, ``resnet38``, ``resnet54``, ``mobilenetv1`` or ``tiny``.
+            ``cnn14-dlmax``, ``resnet22``, ``resnet38``, ``resnet54``, ``mobilenetv1``, ``demo``
+            or ``tiny``.
         method: ``"det"``, ``"drop"``, ``"flip"`` or ``"detflip"``.
         num_classes: Number of output logits (527 for AudioSet).
         frontend: Front-end configuration (defaults to the architecture's; PANNs: 32 kHz, window
@@ -210,6 +241,7 @@ class PANN(nn.Module):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         spec = ARCHITECTURES[arch]
+        _check_choice("pooling", spec.pooling, POOLINGS)
         if frontend is None:
             frontend = spec.frontend
         elif isinstance(frontend, dict):
@@ -267,13 +299,23 @@ class PANN(nn.Module):
             add_dropout()
         else:
             add("features", mobilenet_v1_features())
-        add("global_pool", GlobalPool())
         head = ["dropout_fc1", "fc1", "act_fc1", "dropout_head", "fc_audioset"]
+        #: ``"clip"`` or ``"decision_max"`` (see :class:`ArchSpec`).
+        self.pooling: str = spec.pooling
+        #: Input frames per output segment of the trunk (32 for Cnn14).
+        self.frame_ratio: int = spec.time_reduction
+        if spec.pooling == "clip":
+            add("global_pool", GlobalPool())
+        else:
+            add("segment_pool", SegmentPool())
+            head.append("clip_max")
         self.dropout_fc1 = dropout(fc_dropout)
         self.fc1 = nn.Linear(spec.embed_dim, spec.embed_dim)
         self.act_fc1 = nn.ReLU()
         self.dropout_head = dropout(head_dropout)
         self.fc_audioset = nn.Linear(spec.embed_dim, self.num_classes)
+        if spec.pooling == "decision_max":
+            self.clip_max = SegmentMax()
         self.embed_dim = spec.embed_dim
         # The shortest clip the network accepts: enough frames to survive every pooling step, and
         # more than half a window for the reflect padding of the STFT.
@@ -385,15 +427,103 @@ class PANN(nn.Module):
         return len(self.stage_names)
 
     def pooled(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """Clip-level pooled features ``(B, D)``: the input of fc1."""
+        """Pooled features, the input of fc1: ``(B, D)`` per clip, or ``(B, segments, D)`` for a decision-level head."""
         x = self.normalize(self.logmel(waveform, sample_rate))
         return self.run_stages(x, 0, len(self.trunk_names))
 
+    def clip_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
+        """One embedding per clip from the fc1 output: ``hidden`` itself, or its maximum over segments.
+
+        Args:
+            hidden: ``relu(fc1(pooled))``, ``(B, D)`` or ``(B, segments, D)`` for a decision-level head.
+
+        Returns:
+            ``(B, D)``.
+        """
+        return hidden if self.pooling == "clip" else torch.amax(hidden, dim=1)
+
     def embed(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """The fc1 embedding ``relu(fc1(pooled))`` of shape ``(B, D)`` (PANNs' ``embedding``)."""
+        """The fc1 embedding ``relu(fc1(pooled))`` of shape ``(B, D)`` (PANNs' ``embedding``).
+
+        For a decision-level head (``cnn14-dlmax``), whose PANNs original returns no embedding,
+        it is the maximum over segments of the per-segment embeddings.
+        """
         x = self.pooled(waveform, sample_rate)
         n = len(self.trunk_names)
-        return self.run_stages(x, n, n + 3)
+        return self.clip_embedding(self.run_stages(x, n, n + 3))
+
+    # -- framewise output (decision-level heads) --------------------------------------------
+    def _require_framewise(self) -> None:
+        if self.pooling == "clip":
+            framewise = ", ".join(a for a, s in ARCHITECTURES.items() if s.pooling != "clip")
+            raise ValueError(
+                f"{self.method}-{self.arch} has a clip-level head and no framewise output; sound event "
+                f"detection needs a decision-level architecture ({framewise}), e.g. "
+                f"vipann.create_model('{self.method}-cnn14-dlmax') or the PANNs checkpoint "
+                "Cnn14_DecisionLevelMax_mAP=0.385.pth"
+            )
+
+    @property
+    def segment_stop(self) -> int:
+        """Index of the first stage after the segment logits ``(B, segments, C)`` (decision-level heads).
+
+        ``run_stages(x, 0, model.segment_stop)`` gives the segment logits;
+        :meth:`upsample_segments` turns them into framewise logits.
+
+        Raises:
+            ValueError: For a clip-level architecture.
+        """
+        self._require_framewise()
+        return self.stage_names.index("clip_max")
+
+    def upsample_segments(self, segments: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Segment outputs at the input frame rate, as PANNs' ``Interpolator`` and ``pad_framewise_output``.
+
+        Each segment is repeated :attr:`frame_ratio` times (nearest interpolation) and the last
+        value is repeated to ``num_frames``. Works on logits or probabilities alike (the sigmoid is
+        element-wise), with any leading axes.
+
+        Args:
+            segments: ``(..., segments, C)``.
+            num_frames: Frames of the log-mel input (``frontend_config.num_frames(samples)``).
+
+        Returns:
+            ``(..., num_frames, C)``.
+
+        Raises:
+            ValueError: If ``num_frames`` is shorter than the upsampled segments.
+        """
+        up = torch.repeat_interleave(segments, self.frame_ratio, dim=-2)
+        missing = num_frames - up.shape[-2]
+        if missing < 0:
+            raise ValueError(f"{segments.shape[-2]} segments cover more than num_frames={num_frames} frames")
+        if missing == 0:
+            return up
+        pad = up[..., -1:, :].expand(*up.shape[:-2], missing, up.shape[-1])
+        return torch.cat((up, pad), dim=-2)
+
+    def framewise(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Framewise logits of a decision-level model (PANNs' ``framewise_output`` before the sigmoid).
+
+        ``torch.sigmoid(model.framewise(x))`` is panns-inference's ``framewise_output``; its maximum
+        over frames is ``torch.sigmoid(model(x))``. Stochastic modules follow the model's mode
+        (off in ``eval()``, sampling inside :func:`vipann.layers.mc_sampling`).
+
+        Args:
+            waveform: ``(B, T)`` float waveform at :attr:`sample_rate`.
+            sample_rate: Optional sample rate of ``waveform``, checked against the model's.
+
+        Returns:
+            Logits ``(B, frames, num_classes)``, one row per log-mel frame
+            (``frames = 1 + T // hop_size``).
+
+        Raises:
+            ValueError: For a clip-level architecture (every one but ``cnn14-dlmax``), or a bad
+                waveform.
+        """
+        self._require_framewise()
+        x = self.normalize(self.logmel(waveform, sample_rate))
+        return self.upsample_segments(self.run_stages(x, 0, self.segment_stop), x.shape[2])
 
     def forward(
         self,

@@ -1,7 +1,7 @@
 """The training engine: losses (ELBO, focal), the epoch loop with atomic checkpoints, distributed helpers."""
 
 from vipann.train.distributed import DistContext, all_gather_rows, init_distributed, shutdown
-from vipann.train.engine import EpochResult, FitConfig, fit, iterate_tensors, shuffled_batches
+from vipann.train.engine import EpochResult, FitConfig, ddp_wrap, fit, iterate_tensors, shuffled_batches
 from vipann.train.losses import LossConfig, classification_loss, elbo_loss, focal_loss
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
 
@@ -13,6 +13,7 @@ __all__ = [
     "all_gather_rows",
     "capture_rng_state",
     "classification_loss",
+    "ddp_wrap",
     "elbo_loss",
     "fit",
     "focal_loss",

@@ -5,6 +5,13 @@ optimizer, epoch, history and every RNG state) atomically, so ``resume=True`` co
 run from its last finished epoch and ends with the same result as an uninterrupted run: the batch
 order of epoch ``e`` is a function of ``(seed, e)`` only, and the RNG states that drive dropout,
 Flipout draws and augmentation are restored exactly.
+
+Models with an SNGP head (:func:`vipann.calibration.attach_sngp_head`) are handled here too: the
+Gaussian-process precision is restarted at the start of every epoch, so the Laplace covariance is
+that of the last epoch (as in SNGP), and under ``torchrun`` the per-process precisions are summed
+once after the last epoch (:func:`vipann.calibration.all_reduce_sngp_precision`). Wrap such a model
+with :func:`ddp_wrap`, which keeps DistributedDataParallel from overwriting the precision with rank
+0's at every forward pass.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vipann.calibration.sngp import RandomFeatureGP, all_reduce_sngp_precision, reset_sngp_precision
 from vipann.train.distributed import DistContext
 from vipann.train.losses import LossConfig, elbo_loss
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
 
-__all__ = ["EpochResult", "FitConfig", "fit", "iterate_tensors", "shuffled_batches"]
+__all__ = ["EpochResult", "FitConfig", "ddp_wrap", "fit", "iterate_tensors", "shuffled_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +188,7 @@ def fit(
     n_train = config.num_train or num_train
     for epoch in range(start, config.epochs):
         model.train()
+        reset_sngp_precision(module)  # SNGP: the precision accumulated in the last epoch is what remains
         sums = torch.zeros(4, dtype=torch.float64)
         count = 0
         for inputs, targets in batches(epoch):
@@ -235,7 +244,35 @@ def fit(
             on_epoch_end(result)
     if bar is not None:
         bar.close()
+    if ctx.distributed:
+        all_reduce_sngp_precision(module)  # each process holds the precision of its own shard
     return history
+
+
+def ddp_wrap(ctx: DistContext, model: nn.Module) -> nn.Module:
+    """``ctx.wrap(model)``, telling DistributedDataParallel not to broadcast SNGP precision buffers.
+
+    DDP copies rank 0's buffers to every process before each forward pass; the precision of an SNGP
+    head must instead accumulate every process's own batches (and is summed by :func:`fit` at the
+    end). Other buffers (batch-norm statistics, spectral-norm vectors) are broadcast as usual.
+
+    Args:
+        ctx: Distributed context.
+        model: The module to wrap.
+
+    Returns:
+        The DDP-wrapped module, or ``model`` itself in a single-process run.
+    """
+    if not ctx.distributed:
+        return model
+    ignore = [
+        f"{name}.precision" if name else "precision"
+        for name, module in model.named_modules()
+        if isinstance(module, RandomFeatureGP)
+    ]
+    if ignore:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
+    return ctx.wrap(model)
 
 
 def iterate_tensors(

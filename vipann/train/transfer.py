@@ -8,6 +8,11 @@
   fc1 and before the classifier).
 * **det**: a deterministic backbone and a new deterministic head (the baseline).
 * ``from_scratch=True``: the same networks with nothing copied (paper Table 5).
+* ``head="sngp"``: the strategy's trunk with an SNGP head in place of fc1 + classifier
+  (:func:`vipann.calibration.attach_sngp_head`: spectral-normalised hidden layer, random-feature
+  Gaussian-process output layer, mean-field logits at inference). It fits ``det`` (the SNGP of Liu
+  et al.), ``drop`` (MC dropout around an SNGP head) and ``flip`` (a Flipout trunk); ``detflip``
+  is refused, because its defining Flipout head would be replaced (that is ``det`` with SNGP).
 
 Training has two stages: *fixed-feature* (backbone frozen, head trained) and *fine-tuned*
 (everything trained). The fixed-feature stage never recomputes a frozen backbone: the pooled
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +37,15 @@ from vipann.layers import FlipoutLayer, LinearFlipout, flipout_layers, mc_sampli
 from vipann.models.pann import PANN
 from vipann.train.distributed import DistContext, all_gather_rows
 
-__all__ = ["STRATEGIES", "Strategy", "build_transfer_model", "extract_features", "head_forward", "head_parameters"]
+__all__ = [
+    "HEADS",
+    "STRATEGIES",
+    "Strategy",
+    "build_transfer_model",
+    "extract_features",
+    "head_forward",
+    "head_parameters",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +76,8 @@ STRATEGIES: dict[str, Strategy] = {
 
 _HEAD = ("fc1", "fc_audioset")
 
+HEADS = ("mlp", "sngp")
+
 
 def _is_head(key: str) -> bool:
     return key.split(".", 1)[0] in _HEAD
@@ -76,6 +92,9 @@ def build_transfer_model(
     head_dropout: float = 0.5,
     from_scratch: bool = False,
     seed: int = 0,
+    head: str = "mlp",
+    multilabel: bool = False,
+    sngp: dict[str, Any] | None = None,
 ) -> PANN:
     """A model for a downstream task: the backbone's trunk and a new head of the strategy's method.
 
@@ -88,17 +107,52 @@ def build_transfer_model(
         head_dropout: MC-dropout rate of the head (``drop``: p before fc1 and before the classifier).
         from_scratch: Copy nothing: every weight freshly initialised.
         seed: Seed of the new head's initialisation.
+        head: ``"mlp"`` (the PANN head of the strategy's method) or ``"sngp"`` (see the module notes).
+        multilabel: Sigmoid outputs (for the SNGP head's Laplace weights; the MLP head ignores it).
+        sngp: Options of :func:`vipann.calibration.attach_sngp_head` (``hidden``, ``num_features``,
+            ``ridge``, ``likelihood``, ...).
 
     Returns:
         The new model (training mode) on the backbone's device.
 
     Raises:
-        ValueError: For an unknown strategy, or a Flipout backbone for a deterministic-trunk strategy.
+        ValueError: For an unknown strategy or head, an SNGP head on ``detflip``, a Flipout
+            backbone for a deterministic-trunk strategy, or a decision-level (frame-wise) backbone.
     """
     if isinstance(strategy, str):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         strategy = STRATEGIES[strategy]
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    if backbone.pooling != "clip":
+        raise ValueError(
+            f"transfer learning needs a clip-level backbone (one pooled vector per clip); {backbone.arch!r} has a "
+            f"{backbone.pooling!r} (frame-level) head. Use the clip-level counterpart, e.g. det-cnn14 for det-cnn14-dlmax"
+        )
+    if head == "sngp" and strategy.name == "detflip":
+        raise ValueError(
+            "head='sngp' replaces the Flipout head that defines the detflip strategy; "
+            "use strategy 'det' (or 'drop', 'flip') with the SNGP head"
+        )
+    model = _build(strategy, backbone, num_classes, moped_delta, head_dropout, from_scratch, seed)
+    if head == "sngp":
+        from vipann.calibration import attach_sngp_head
+
+        torch.manual_seed(seed + 7919)
+        attach_sngp_head(model, **{"multilabel": bool(multilabel), **(sngp or {})})
+    return model.train()
+
+
+def _build(
+    strategy: Strategy,
+    backbone: PANN,
+    num_classes: int,
+    moped_delta: float,
+    head_dropout: float,
+    from_scratch: bool,
+    seed: int,
+) -> PANN:
     config = backbone.config()
     config.update(
         num_classes=int(num_classes), method=strategy.method, fc_dropout=head_dropout, head_dropout=head_dropout
