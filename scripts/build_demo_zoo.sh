@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the embedded demo zoo (vipann/data/zoo/*-demo) with the AudioSet pre-training recipe on the
 # generated mini-AudioSet: det-demo and drop-demo from scratch, then flip-demo and detflip-demo from
-# det-demo by MOPED + further ELBO training. About 10-15 minutes on 2 CPU cores.
+# det-demo by MOPED + further ELBO training. About 20 minutes on an idle 2-core CPU (the v4 build took
+# 73 min on a 2-core machine shared with other jobs), about 3 minutes on one GPU.
 #
 # Usage: scripts/build_demo_zoo.sh [RUN_DIR]     (needs `make setup` first)
 set -euo pipefail

@@ -1,6 +1,7 @@
 """The embedded default end to end: the shipped demo zoo, the generated corpus and the report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,18 @@ def test_demo_zoo_loads_from_the_package(method):
     cfg = model.pretrained_cfg
     assert model.method == method and cfg.weights == "package" and model.pretrained_source == f"package:{method}-demo"
     assert cfg.labels[0] == "pure tone" and model.num_classes == 20 and cfg.multilabel
+
+
+@pytest.mark.parametrize("method", ["det", "drop", "flip", "detflip"])
+def test_demo_zoo_was_trained_on_the_current_generator(method):
+    # A change to the generated corpus must come with a rebuilt zoo (scripts/build_demo_zoo.sh):
+    # the shipped labels are the generator's and the provenance names the generator version.
+    from vipann.datasets.synthetic import AUDIOSET_CLASSES, GENERATOR_VERSION
+
+    cfg = vipann.from_pretrained(f"{method}-demo").pretrained_cfg
+    assert tuple(cfg.labels) == tuple(AUDIOSET_CLASSES)
+    config = json.loads((Path(vipann.__file__).parent / "data" / "zoo" / f"{method}-demo" / "config.json").read_text())
+    assert f"mini-audioset-v{GENERATOR_VERSION}-" in config["provenance"]
 
 
 def test_demo_quick_writes_the_report(tmp_path, monkeypatch):

@@ -47,8 +47,9 @@ SIZES: dict[str, dict[str, Any]] = {
         replications=1,  # one run: the retention bands are bootstrap intervals over clips
         samples=8,
         folds=[1],
-        fixed_epochs=15,
-        finetune_epochs=1,
+        fixed_epochs=100,  # heads on cached features: ~40 epochs/s
+        finetune_epochs=3,
+        lr=3e-3,
         feature_draws=4,
         transfer_samples=5,
         transfer_replications=1,
@@ -61,8 +62,9 @@ SIZES: dict[str, dict[str, Any]] = {
         replications=1,
         samples=3,
         folds=[1],
-        fixed_epochs=3,
+        fixed_epochs=10,
         finetune_epochs=1,
+        lr=3e-3,
         feature_draws=2,
         transfer_samples=2,
         transfer_replications=1,
@@ -152,9 +154,10 @@ def _zoo_section(out: Path, eval_set, ood_set, size: dict[str, Any], seed: int, 
             )
             checks.append(
                 _check(
-                    f"{method}-demo: OOD clips are more uncertain (epistemic AUROC > 0.5)",
-                    s["ood_auroc_epistemic"] > 0.5,
-                    f"AUROC {_f(s['ood_auroc_epistemic'])} (epistemic), {_f(s['ood_auroc_entropy'])} (entropy)",
+                    f"{method}-demo: OOD clips have a higher predictive entropy (AUROC > 0.5)",
+                    s["ood_auroc_entropy"] > 0.5,
+                    f"AUROC {_f(s['ood_auroc_entropy'])} (entropy), {_f(s['ood_auroc_aleatoric'])} (aleatoric), "
+                    f"{_f(s['ood_auroc_epistemic'])} (epistemic)",
                 )
             )
     return rows, checks
@@ -180,13 +183,19 @@ def _transfer_section(
         device="cpu",
         folds=size["folds"],
         finetune_epochs=size["finetune_epochs"],
+        lr=size["lr"],
     )
     transfer = run_transfer(
         TransferConfig(out=str(out / "transfer"), strategies=list(METHODS), fixed_epochs=size["fixed_epochs"], **common)
     )
     scratch = run_transfer(
         TransferConfig(
-            out=str(out / "scratch"), strategies=size["scratch"], fixed_epochs=1, from_scratch=True, **common
+            out=str(out / "scratch"),
+            strategies=size["scratch"],
+            fixed_epochs=1,
+            from_scratch=True,
+            plots=False,  # the report shows no scratch figure; the numbers are written either way
+            **common,
         )
     )
     return transfer, scratch
@@ -197,7 +206,7 @@ def _mean(values: list[dict], key: str) -> tuple[float | None, float | None]:
     if not xs:
         return None, None
     t = torch.tensor(xs, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(xs) > 1 else 0.0
+    return float(t.mean()), float(t.std()) if len(xs) > 1 else None
 
 
 def _table4(results: dict, title: str) -> list[str]:
@@ -211,7 +220,7 @@ def _table4(results: dict, title: str) -> list[str]:
             ("finetuned", "mean_epistemic"),
         ):
             mean, std = _mean(stages.get(stage, []), key)
-            cells.append("–" if mean is None else f"{mean:.3f} ± {std:.3f}")
+            cells.append("–" if mean is None else f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return lines
 
@@ -231,6 +240,17 @@ def _transfer_checks(results: dict) -> list[dict]:
                 f"accuracy {_f(acc)} on all clips; mean accuracy over retention levels (entropy) {_f(area)}",
             )
         )
+        aurocs = {m: _mean(fine, f"ood_auroc_{m}")[0] for m in ("entropy", "epistemic", "aleatoric")}
+        detail = ", ".join(f"{_f(v)} ({m})" for m, v in aurocs.items())
+        for measure in ("epistemic", "entropy"):
+            value = aurocs[measure]
+            checks.append(
+                _check(
+                    f"transfer, {strategy}: OOD clips are more uncertain ({measure} AUROC > 0.5)",
+                    value is not None and value > 0.5,
+                    f"AUROC {detail}",
+                )
+            )
     return checks
 
 
@@ -341,21 +361,31 @@ def run_demo(
             if not failed
             else f"{len(failed)} check(s) do not hold on this run; the numbers above are reported as measured."
         ),
+        "",
+        "What VI-PANN reports, for comparison: after AudioSet pre-training the Flipout model is well calibrated "
+        "(its score rises as uncertain clips are discarded) and MC dropout is not; on out-of-distribution audio "
+        "(ShipsEar) the pre-trained Flipout model's entropy and aleatoric uncertainty rise slightly while its "
+        "epistemic uncertainty stays the same; after transfer, the Drop, Flip and Det-Flip models are clearly more "
+        "uncertain on OOD audio in all three measures. A multi-label (sigmoid) tagger that detects no event in an "
+        "OOD clip is confident about 'no event', so multi-label entropy is a weak OOD score for pre-trained taggers.",
     ]
     md += [
         "",
         "## Table 3: the demo zoo on the mini-AudioSet eval split",
         "",
-        "| model | MC samples | mAP | AUC | d-prime | ECE | entropy | aleatoric | epistemic | OOD AUROC (epistemic) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | MC samples | mAP | AUC | d-prime | ECE | entropy | aleatoric | epistemic | OOD AUROC (entropy) "
+        "| OOD AUROC (epistemic) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in zoo_rows:
         md.append(
             f"| {r['model']} | {r['samples']} | {_f(r['mAP'])} | {_f(r['AUC'])} | {_f(r['d_prime'])} | "
             f"{_f(r['ECE'])} | {_f(r['mean_entropy'])} | {_f(r['mean_aleatoric'])} | {_f(r['mean_epistemic'])} | "
-            f"{_f(r.get('ood_auroc_epistemic'))} |"
+            f"{_f(r.get('ood_auroc_entropy'))} | {_f(r.get('ood_auroc_epistemic'))} |"
         )
-    md += ["", "## Table 4: transfer to the downstream task (accuracy, mean ± std over folds)", ""]
+    folds = size["folds"]
+    over = f"test fold {folds[0]}" if len(folds) == 1 else f"mean ± std over test folds {folds}"
+    md += ["", f"## Table 4: transfer to the downstream task (accuracy, {over})", ""]
     md += _table4(transfer, "strategy")
     md += ["", "## Table 5: the same networks trained from scratch", ""]
     md += _table4(scratch, "strategy (scratch)")
