@@ -121,7 +121,7 @@ def test_sngp_config_errors():
 
 def test_decision_level_backbone_is_refused_for_transfer():
     backbone = vipann.create_model("det-cnn14-dlmax", num_classes=4, device="meta")
-    with pytest.raises(ValueError, match="clip-level backbone.*det-cnn14"):
+    with pytest.raises(ValueError, match=r"clip-level backbone.*det-cnn14"):
         build_transfer_model("det", backbone, 3)
 
 

@@ -128,7 +128,8 @@ def build_transfer_model(
     if backbone.pooling != "clip":
         raise ValueError(
             f"transfer learning needs a clip-level backbone (one pooled vector per clip); {backbone.arch!r} has a "
-            f"{backbone.pooling!r} (frame-level) head. Use the clip-level counterpart, e.g. det-cnn14 for det-cnn14-dlmax"
+            f"{backbone.pooling!r} (frame-level) head. Use the clip-level counterpart "
+            "(e.g. det-cnn14 for det-cnn14-dlmax)"
         )
     if head == "sngp" and strategy.name == "detflip":
         raise ValueError(
