@@ -17,14 +17,10 @@ split; --calibrated stores T in exported models), --pseudo-label-root DIR / --ps
 (FMUC pseudo-label rounds). `vipann compare` / finetune/compare.py compares them on one dataset.
 """
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from vipann.recipes.config import add_config_arguments, load_config
+from vipann.recipes.script import run_recipe_script
 from vipann.recipes.transfer import TransferConfig, run_transfer
-from vipann.train.distributed import init_distributed, shutdown
 
 FLAGS = [
     "dataset",
@@ -77,25 +73,17 @@ FLAGS = [
 
 def main(argv=None) -> int:
     """Parse the config and flags, set up logging and torchrun, and run the recipe."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file of settings (finetune/configs/*.yaml)")
-    add_config_arguments(parser, TransferConfig, FLAGS)
-    args = vars(parser.parse_args(argv))
-    config = load_config(TransferConfig, args.pop("config"), args)
-
-    ctx = init_distributed(config.device or None)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(out / f"log{'' if ctx.rank == 0 else f'.rank{ctx.rank}'}.txt")]
-    if ctx.is_main:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
-    try:
-        run_transfer(config, ctx)
-    finally:
-        shutdown()
-    if ctx.is_main:
-        print((out / "summary.md").read_text() if (out / "summary.md").exists() else "no results")
+    run = run_recipe_script(
+        __doc__,
+        TransferConfig,
+        FLAGS,
+        run_transfer,
+        config_help="YAML file of settings (finetune/configs/*.yaml)",
+        argv=argv,
+    )
+    if run.ctx.is_main:
+        summary = run.out / "summary.md"
+        print(summary.read_text() if summary.exists() else "no results")
     return 0
 
 

@@ -10,14 +10,10 @@ The result is OUT/model in the zoo layout (ready for `vipann card` and `vipann p
 evaluation (mAP, AUC, d-prime, uncertainty, retention curves, OOD box plots) in OUT/evaluation.
 """
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from vipann.recipes.config import add_config_arguments, load_config
 from vipann.recipes.pretrain import PretrainConfig, run_pretraining
-from vipann.train.distributed import init_distributed, shutdown
+from vipann.recipes.script import run_recipe_script
 
 FLAGS = [
     "model",
@@ -52,24 +48,17 @@ FLAGS = [
 
 def main(argv=None) -> int:
     """Parse the config and flags, set up logging and torchrun, and run the recipe."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file of settings (finetune/configs/audioset-*.yaml)")
-    add_config_arguments(parser, PretrainConfig, FLAGS)
-    args = vars(parser.parse_args(argv))
-    config = load_config(PretrainConfig, args.pop("config"), args)
-    ctx = init_distributed(config.device or None)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(out / f"log{'' if ctx.rank == 0 else f'.rank{ctx.rank}'}.txt")]
-    if ctx.is_main:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
-    try:
-        scalars = run_pretraining(config, ctx)
-    finally:
-        shutdown()
-    if ctx.is_main and scalars:
-        print({k: round(v, 4) for k, v in scalars.items() if k in ("mAP", "AUC", "d_prime", "ECE", "mean_epistemic")})
+    run = run_recipe_script(
+        __doc__,
+        PretrainConfig,
+        FLAGS,
+        run_pretraining,
+        config_help="YAML file of settings (finetune/configs/audioset-*.yaml)",
+        argv=argv,
+    )
+    if run.ctx.is_main and run.result:
+        keys = ("mAP", "AUC", "d_prime", "ECE", "mean_epistemic")
+        print({k: round(v, 4) for k, v in run.result.items() if k in keys})
     return 0
 
 
