@@ -15,7 +15,7 @@ See vipann.recipes.compare.
 
 import sys
 
-from vipann._cli_compare import COMPARE_FLAGS
+from vipann.cli.compare import COMPARE_FLAGS
 from vipann.recipes.compare import CompareConfig, run_compare
 from vipann.recipes.script import run_recipe_script
 

@@ -4,7 +4,7 @@ import re
 import sys
 from pathlib import Path
 
-from vipann._registry import zoo_table
+from vipann.zoo.registry import zoo_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vipann.frontend import FrontendConfig, mel_filterbank, stft_kernels
+from vipann.models.frontend import FrontendConfig, mel_filterbank, stft_kernels
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 GOLDEN_FILE = DATA_DIR / "golden_panns.safetensors"

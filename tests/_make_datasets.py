@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
 
 __all__ = [
     "URBANSOUND8K_FORMATS",

@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 import vipann
-from vipann._registry import get_pretrained_cfg, list_models
-from vipann.cards import CARD_FIELDS, render_card, stochastic_layers, write_card
-from vipann.serialization import README_NAME, read_config, save_pretrained
+from vipann.zoo.cards import CARD_FIELDS, render_card, stochastic_layers, write_card
+from vipann.zoo.registry import get_pretrained_cfg, list_models
+from vipann.zoo.serialization import README_NAME, read_config, save_pretrained
 
 PUBLISHED = (
     "det-resnet54",

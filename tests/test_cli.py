@@ -65,7 +65,7 @@ def test_convert_push_and_card(tmp_path, capsys):
     from _golden import load_keys, seeded_state_dict
 
     import vipann
-    from vipann.frontend import FrontendConfig
+    from vipann.models.frontend import FrontendConfig
 
     name, keys = load_keys("cnn6")
     path = tmp_path / "Cnn6_mAP=0.343.pth"

@@ -3,17 +3,17 @@ import torch
 from _golden import load_keys, seeded_state_dict
 
 import vipann
-import vipann.convert
-from vipann._checkpoint import CheckpointError, read_torch_checkpoint
-from vipann.convert import (
+import vipann.zoo.convert
+from vipann.layers import flipout_layers
+from vipann.models.frontend import FrontendConfig, mel_filterbank, stft_kernels
+from vipann.zoo.checkpoint import CheckpointError, read_torch_checkpoint
+from vipann.zoo.convert import (
     FrontendMismatchError,
     check_frontend,
     from_panns_checkpoint,
     from_vipann_checkpoint,
     moped,
 )
-from vipann.frontend import FrontendConfig, mel_filterbank, stft_kernels
-from vipann.layers import flipout_layers
 
 
 def _cnn10_checkpoint(num_classes=None):
@@ -163,7 +163,7 @@ def test_bayesian_torch_dnn_to_bnn_state_dicts():
     bt.dnn_to_bnn(bt_model, _bt_params())  # converts every conv and linear (children of the root too)
     sd = bt_model.state_dict()
     assert any(k.endswith("conv_block1.conv1.mu_kernel") for k in sd)
-    model = vipann.convert.from_bayesian_torch(sd)
+    model = vipann.zoo.convert.from_bayesian_torch(sd)
     assert model.method == "flip" and model.pretrained_cfg.name == "flip-tiny"
     torch.testing.assert_close(vipann.layers.kl_loss(model), bt.get_kl_loss(bt_model))
     # mean mode equals a deterministic network carrying the posterior means
@@ -180,16 +180,16 @@ def test_bayesian_torch_dnn_to_bnn_state_dicts():
     head_only = vipann.create_model("det-tiny")
     head_only.fc1 = bt.bnn_linear_layer(_bt_params(), head_only.fc1)
     head_only.fc_audioset = bt.bnn_linear_layer(_bt_params(), head_only.fc_audioset)
-    detflip = vipann.convert.from_bayesian_torch(head_only.state_dict())
+    detflip = vipann.zoo.convert.from_bayesian_torch(head_only.state_dict())
     assert detflip.method == "detflip"
     with pytest.raises(CheckpointError, match="converts only to a detflip"):
-        vipann.convert.from_bayesian_torch(head_only.state_dict(), "flip-tiny")
+        vipann.zoo.convert.from_bayesian_torch(head_only.state_dict(), "flip-tiny")
     with pytest.raises(CheckpointError, match="no Flipout layers"):
-        vipann.convert.from_bayesian_torch(det.state_dict())
+        vipann.zoo.convert.from_bayesian_torch(det.state_dict())
 
 
 def test_detect_architecture(cnn10):
-    from vipann.convert import detect_architecture
+    from vipann.zoo.convert import detect_architecture
 
     assert detect_architecture(cnn10["model"]) == "cnn10"
     with pytest.raises(CheckpointError, match="match none"):
@@ -216,7 +216,7 @@ def test_detect_architecture(cnn10):
     ],
 )
 def test_architecture_from_filename(filename, arch):
-    from vipann.convert import architecture_from_filename
+    from vipann.zoo.convert import architecture_from_filename
 
     assert architecture_from_filename(f"/some/dir/{filename}") == arch
 
@@ -232,7 +232,7 @@ def test_architecture_from_filename(filename, arch):
     ],
 )
 def test_unimplemented_variants_are_refused_by_file_name(filename):
-    from vipann.convert import architecture_from_filename
+    from vipann.zoo.convert import architecture_from_filename
 
     with pytest.raises(CheckpointError, match="a PANNs variant vipann does not implement"):
         architecture_from_filename(filename)
@@ -253,11 +253,11 @@ def dlmax_file(tmp_path_factory, cnn14_state):
 
 
 def test_decision_level_max_file_converts_and_says_what_it_becomes(dlmax_file, cnn14_state, caplog):
-    from vipann.convert import default_name, detect_architecture
+    from vipann.zoo.convert import default_name, detect_architecture
 
     assert default_name(dlmax_file, cnn14_state, "panns") == "det-cnn14-dlmax"
     assert detect_architecture(cnn14_state, dlmax_file) == "cnn14-dlmax"
-    with caplog.at_level("INFO", logger="vipann.convert"):
+    with caplog.at_level("INFO", logger="vipann.zoo.convert"):
         det = from_panns_checkpoint(dlmax_file)  # the name follows from the file
     assert f"{dlmax_file} is PANNs Cnn14_DecisionLevelMax; it becomes vipann det-cnn14-dlmax" in caplog.text
     assert det.pretrained_cfg.name == "det-cnn14-dlmax" and det.arch == "cnn14-dlmax" and not det.training
@@ -294,7 +294,7 @@ def test_file_name_contradicting_the_requested_name_is_refused(dlmax_file):
 
 def test_keys_that_fit_several_widths_pick_by_shape(cnn10):
     # Cnn10 and the demo network have the same key names; the shapes decide.
-    from vipann.convert import detect_architecture
+    from vipann.zoo.convert import detect_architecture
 
     assert detect_architecture(cnn10["model"]) == "cnn10"
     demo = vipann.create_model("det-demo").state_dict()

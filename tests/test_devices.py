@@ -5,8 +5,8 @@ import torch
 from _golden import golden_inputs, load_golden, load_keys, seeded_state_dict
 
 import vipann
-from vipann.convert import from_panns_checkpoint
-from vipann.frontend import FrontendConfig
+from vipann.models.frontend import FrontendConfig
+from vipann.zoo.convert import from_panns_checkpoint
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -1,4 +1,4 @@
-"""Tests for vipann.frontend: the log-mel front end against the golden torchlibrosa tensors."""
+"""Tests for vipann.models.frontend: the log-mel front end against the golden torchlibrosa tensors."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ import pytest
 import torch
 from _golden import golden_inputs, load_golden
 
-from vipann.frontend import (
-    FrontendConfig,
-    LogMelFrontend,
-    Mixup,
-    SpecAugment,
-    do_mixup,
-    mel_filterbank,
-    stft_kernels,
-)
+from vipann.models.augment import Mixup, SpecAugment, do_mixup
+from vipann.models.frontend import FrontendConfig, LogMelFrontend, mel_filterbank, stft_kernels
 
 STFT_ROWS = list(range(0, 513, 32))
 

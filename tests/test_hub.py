@@ -24,9 +24,9 @@ import pytest
 import torch
 
 import vipann
-from vipann import _hub
-from vipann._checkpoint import CheckpointError
-from vipann.serialization import CONFIG_NAME, README_NAME, WEIGHTS_NAME, save_pretrained
+from vipann.zoo import hub as _hub
+from vipann.zoo.checkpoint import CheckpointError
+from vipann.zoo.serialization import CONFIG_NAME, README_NAME, WEIGHTS_NAME, save_pretrained
 
 VIPANN_DIR = Path(vipann.__file__).resolve().parent
 
@@ -153,7 +153,7 @@ from dataclasses import replace
 import vipann
 
 hub_imported = "huggingface_hub" in sys.modules
-from vipann._registry import _REGISTRY, get_pretrained_cfg
+from vipann.zoo.registry import _REGISTRY, get_pretrained_cfg
 
 # A published registry entry, for this process only.
 _REGISTRY["det-tiny.hubtest"] = replace(
@@ -383,7 +383,7 @@ def test_only_the_hub_module_imports_huggingface_hub():
     importers = sorted(
         str(p.relative_to(VIPANN_DIR)) for p in VIPANN_DIR.rglob("*.py") if pattern.search(p.read_text())
     )
-    assert importers == ["_hub.py"]
+    assert importers == ["zoo/hub.py"]
 
 
 def test_malformed_hub_sources():

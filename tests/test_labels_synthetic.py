@@ -1,5 +1,5 @@
+from vipann.datasets.labels import get_labels
 from vipann.datasets.synthetic import AUDIOSET_CLASSES
-from vipann.labels import get_labels
 
 
 def test_shipped_synthetic_labels_match_the_generator():

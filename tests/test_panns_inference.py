@@ -30,12 +30,12 @@ import torch
 from _golden import load_keys, seeded_state_dict
 
 import vipann
-from vipann.convert import from_panns_checkpoint
 from vipann.datasets import load_audio
-from vipann.frontend import FrontendConfig
-from vipann.labels import get_labels
-from vipann.sed import SoundEventDetection
+from vipann.datasets.labels import get_labels
+from vipann.models.frontend import FrontendConfig
 from vipann.tagging import AudioTagging
+from vipann.tagging.sed import SoundEventDetection
+from vipann.zoo.convert import from_panns_checkpoint
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("panns_inference") is None,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from vipann.evaluation.plots import plot_reliability, plot_retention, plot_uncertainty_boxplots
 from vipann.metrics import oracle_curve, random_curve, reliability_diagram, retention_curve
-from vipann.plots import plot_reliability, plot_retention, plot_uncertainty_boxplots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

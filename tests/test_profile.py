@@ -1,4 +1,4 @@
-"""Tests for vipann.profile: MAC counts (Table 1 of the VI-PANN paper) and parameter counts."""
+"""Tests for vipann.models.profile: MAC counts (Table 1 of the VI-PANN paper) and parameter counts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 import vipann
 from vipann.layers import Conv2dFlipout, LinearFlipout, flipout_layers, mc_sampling
 from vipann.models import PANN
-from vipann.profile import (
+from vipann.models.profile import (
     COUNTED_OPS,
     MacCounter,
     MacReport,

@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from vipann._registry import zoo_table
+from vipann.zoo.registry import zoo_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -4,9 +4,9 @@ import json
 import pytest
 
 import vipann
-from vipann._registry import PretrainedCfg, get_pretrained_cfg, list_models, register_model, split_model_name
-from vipann.labels import LABEL_SETS, get_labels
+from vipann.datasets.labels import LABEL_SETS, get_labels
 from vipann.models import ARCHITECTURES, METHODS
+from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, list_models, register_model, split_model_name
 
 ALL = list_models()
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import vipann
+from vipann.inference.predict import window_starts
 from vipann.layers import mc_sampling
-from vipann.sampling import window_starts
 
 
 def _audio(batch=3, seconds=1.0, seed=0, rate=16000):

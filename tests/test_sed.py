@@ -14,11 +14,11 @@ from _golden import load_keys, seeded_state_dict
 
 import vipann
 from vipann import SoundEventDetection
-from vipann.frontend import FrontendConfig
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
 from vipann.models import ARCHITECTURES, PANN
-from vipann.sed import DEFAULT_SED_MODEL
+from vipann.models.frontend import FrontendConfig
 from vipann.tagging import CheckpointNotFoundError
+from vipann.tagging.sed import DEFAULT_SED_MODEL
 
 SED_FILE = "Cnn14_DecisionLevelMax.pth"  # where panns-inference keeps it
 ZENODO_FILE = "Cnn14_DecisionLevelMax_mAP=0.385.pth"

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import vipann
-from vipann import serialization
-from vipann._checkpoint import CheckpointError
-from vipann.convert import moped
 from vipann.layers import LinearFlipout, MCDropout
-from vipann.serialization import (
+from vipann.zoo import serialization
+from vipann.zoo.checkpoint import CheckpointError
+from vipann.zoo.convert import moped
+from vipann.zoo.serialization import (
     CONFIG_NAME,
     README_NAME,
     WEIGHTS_NAME,
@@ -289,7 +289,7 @@ def test_missing_files(saved, tmp_path):
 def test_new_number_of_classes(tmp_path, caplog, method, head_type):
     model = _model(method, seed=6)
     path = save_pretrained(model, tmp_path / method)
-    with caplog.at_level(logging.INFO, logger="vipann.serialization"):
+    with caplog.at_level(logging.INFO, logger="vipann.zoo.serialization"):
         loaded = load_pretrained_dir(path, num_classes=3)
     assert type(loaded.fc_audioset) is head_type
     assert loaded.fc_audioset(torch.zeros(1, 16)).shape == (1, 3)
@@ -306,7 +306,7 @@ def test_new_number_of_classes(tmp_path, caplog, method, head_type):
     assert cfg.num_classes == 3 and cfg.metrics == {} and len(cfg.labels) == 3
     # the same number of classes is a plain load, nothing dropped
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="vipann.serialization"):
+    with caplog.at_level(logging.INFO, logger="vipann.zoo.serialization"):
         _assert_same_state(model, load_pretrained_dir(path, num_classes=10))
     assert "dropped" not in caplog.text
 

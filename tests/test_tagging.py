@@ -10,11 +10,11 @@ import torch
 from _golden import load_keys, seeded_state_dict
 
 from vipann import cli, create_model, from_pretrained, save_pretrained
-from vipann._checkpoint import CheckpointError
 from vipann.datasets import load_audio
-from vipann.frontend import FrontendConfig
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
+from vipann.models.frontend import FrontendConfig
 from vipann.tagging import AudioTagging, CheckpointNotFoundError
+from vipann.zoo.checkpoint import CheckpointError
 
 PANNS_FILE = "Cnn14_mAP=0.431.pth"
 

@@ -7,7 +7,7 @@ import torch
 
 import vipann
 from vipann.calibration import collect_logits
-from vipann.ensemble import Ensemble, member_seeds, predict_ensemble
+from vipann.inference.ensemble import Ensemble, member_seeds, predict_ensemble
 from vipann.uncertainty import decompose
 
 

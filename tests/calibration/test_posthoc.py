@@ -14,7 +14,7 @@ from vipann.calibration import (
     set_temperature,
     with_temperature,
 )
-from vipann.ensemble import Ensemble
+from vipann.inference.ensemble import Ensemble
 
 
 def _with_temperature_field(model):

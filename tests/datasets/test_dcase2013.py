@@ -8,7 +8,7 @@ from _make_datasets import make_dcase2013, setup_folds, write_audio
 import vipann.datasets.dcase2013 as dcase_module
 from vipann.datasets import DCASE2013, MetadataError, MissingClipsError, stratified_folds
 from vipann.datasets.dcase2013 import read_setup
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
 
 SCENES = get_labels("dcase2013")
 

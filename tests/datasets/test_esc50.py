@@ -10,7 +10,7 @@ from _make_datasets import make_esc50
 from torch.utils.data import DataLoader
 
 from vipann.datasets import ESC10_TARGETS, ESC50, AudioReadError, MetadataError, MissingClipsError
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
 
 SECONDS = 0.05  # generated clip length (the real ones are 5 s; the loader pads)
 

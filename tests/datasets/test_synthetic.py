@@ -9,6 +9,7 @@ import torch
 
 from vipann.datasets import ESC50, UnlabelledFolder
 from vipann.datasets import synthetic as syn
+from vipann.datasets.labels import get_labels
 from vipann.datasets.synthetic import (
     AUDIOSET_CLASSES,
     DOWNSTREAM_CLASSES,
@@ -23,8 +24,7 @@ from vipann.datasets.synthetic import (
     render_clip,
     synth_event,
 )
-from vipann.frontend import FrontendConfig, LogMelFrontend
-from vipann.labels import get_labels
+from vipann.models.frontend import FrontendConfig, LogMelFrontend
 
 SR = 16000
 ALL_CLASSES = (*AUDIOSET_CLASSES, *DOWNSTREAM_CLASSES, OOD_CLASS)
@@ -294,7 +294,7 @@ def test_describe_lists_every_class():
 
 
 def test_packaged_label_list_matches_the_generator():
-    from vipann.labels import LABEL_SETS
+    from vipann.datasets.labels import LABEL_SETS
 
     if "synthetic" not in LABEL_SETS:
         pytest.skip("no 'synthetic' label set registered")

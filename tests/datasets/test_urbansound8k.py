@@ -8,7 +8,7 @@ import torch
 from _make_datasets import URBANSOUND8K_FORMATS, make_urbansound8k
 
 from vipann.datasets import MetadataError, MissingClipsError, UrbanSound8K, load_audio
-from vipann.labels import get_labels
+from vipann.datasets.labels import get_labels
 
 MAX_SECONDS = 0.3
 

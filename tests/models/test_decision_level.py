@@ -13,7 +13,7 @@ import torch
 import vipann
 from vipann.layers import FlipoutLayer, LinearFlipout, MCDropout, kl_loss, mc_sampling
 from vipann.models import ARCHITECTURES, METHODS, PANN
-from vipann.profile import count_macs
+from vipann.models.profile import count_macs
 
 # Trainable parameters of panns_inference.models.Cnn14_DecisionLevelMax(classes_num=527) (= Cnn14's).
 CNN14_DLMAX_PARAMETERS = 80_753_615

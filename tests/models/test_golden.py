@@ -5,9 +5,9 @@ import torch
 from _golden import golden_inputs, load_golden, load_keys, seeded_state_dict
 
 import vipann
-from vipann.convert import from_panns_checkpoint, from_vipann_checkpoint, moped
-from vipann.frontend import FrontendConfig
 from vipann.layers import kl_loss
+from vipann.models.frontend import FrontendConfig
+from vipann.zoo.convert import from_panns_checkpoint, from_vipann_checkpoint, moped
 
 # float32 CPU tolerances; the worst differences seen are ~1.5e-5 (logmel) and ~1e-5 (logits).
 ATOL = dict(logmel=1e-4, pooled=1e-4, embedding=1e-4, logits=1e-4, clipwise=1e-5)

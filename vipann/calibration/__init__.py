@@ -1,6 +1,6 @@
 """Calibration: temperature scaling, SNGP heads and uncertainty-aware pseudo-label selection.
 
-Deep ensembles live in :mod:`vipann.ensemble` (:class:`vipann.Ensemble`); focal loss in
+Deep ensembles live in :mod:`vipann.inference.ensemble` (:class:`vipann.Ensemble`); focal loss in
 :mod:`vipann.train.losses`.
 
 * Temperature scaling (:func:`fit_temperature`, :func:`calibrate`, :func:`temperature_sweep`,

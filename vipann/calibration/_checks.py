@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from vipann.inference.temperature import as_temperature
 from vipann.metrics._checks import check_class_targets, check_multihot, check_scores
+
+__all__ = ["as_mc_logits", "as_temperature", "check_bounds", "check_targets", "work_dtype"]
 
 
 def as_mc_logits(logits: Tensor, name: str = "logits") -> Tensor:
@@ -24,18 +26,6 @@ def check_targets(targets: Tensor, n: int, c: int, multilabel: bool) -> Tensor:
     if multilabel:
         return check_multihot(targets, (n, c))
     return check_class_targets(targets, n, c)
-
-
-def as_temperature(temperature: float | Sequence[float] | Tensor, num_classes: int, like: Tensor) -> Tensor:
-    """A positive, finite temperature as a 0-d or ``(C,)`` tensor with the dtype and device of ``like``."""
-    if isinstance(temperature, bool):
-        raise TypeError("temperature must be a number, a sequence of numbers or a tensor; got a bool")
-    t = torch.as_tensor(temperature, dtype=like.dtype, device=like.device)
-    if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != num_classes):
-        raise ValueError(f"temperature must be a scalar or have shape ({num_classes},); got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
-        raise ValueError(f"temperature must be positive and finite; got {temperature!r}")
-    return t
 
 
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:

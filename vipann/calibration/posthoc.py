@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from vipann.calibration.temperature import fit_temperature
+from vipann.inference.sampler import make_sampler
+from vipann.inference.windows import as_clips, batch_windows, cut_windows
 
 __all__ = ["calibrate", "collect_logits", "get_temperature", "set_temperature", "with_temperature"]
 
@@ -108,16 +110,6 @@ def collect_logits(
     Raises:
         ValueError: On invalid audio or ``num_samples < 1``.
     """
-    from vipann import sampling
-    from vipann.ensemble import Ensemble, member_seeds
-
-    if isinstance(model, Ensemble):
-        seeds = member_seeds(generator, len(model.members))
-        parts = [
-            collect_logits(m, waveforms, num_samples, batch_size=batch_size, generator=s, device=device)
-            for m, s in zip(model.members, seeds)
-        ]
-        return torch.cat([p.to(parts[0].device) for p in parts])
     cfg = getattr(model, "pretrained_cfg", None)
     if num_samples is None:
         num_samples = cfg.default_num_samples if cfg is not None else (1 if model.method == "det" else 30)
@@ -128,15 +120,19 @@ def collect_logits(
     param = next(model.parameters())
     if isinstance(generator, int):
         generator = torch.Generator(device=param.device).manual_seed(generator)
-    clips = sampling._as_clips(waveforms, None, model)
+    clips = as_clips(waveforms, None, model)
     longest = max(max(c.numel() for c in clips), model.min_samples)
-    pieces, _ = sampling._windows(clips, longest, longest, model.min_samples)
-    max_rows = sampling._default_rows(model.method, param.device)
+    pieces, _ = cut_windows(clips, longest, longest, model.min_samples)
     model.eval()
-    out = torch.empty(int(num_samples), len(pieces), model.num_classes, device=param.device, dtype=param.dtype)
-    for wave, index in sampling._batches(pieces, int(batch_size)):
-        wave = wave.to(device=param.device, dtype=param.dtype)
-        out[:, index] = sampling._sample_logits(model, wave, int(num_samples), generator, max_rows)
+    # temperature=1.0: raw logits, whatever temperature the model (or an ensemble's members) stores.
+    sampler = make_sampler(model, int(num_samples), generator=generator, temperature=1.0)
+    out: Tensor | None = None
+    for wave, index in batch_windows(pieces, int(batch_size)):
+        logits = sampler(wave.to(device=param.device, dtype=param.dtype))
+        if out is None:
+            out = logits.new_empty(logits.shape[0], len(pieces), *logits.shape[2:])
+        out[:, index] = logits
+    assert out is not None  # as_clips refuses an empty batch
     return out
 
 

@@ -28,7 +28,7 @@ the feature caches and the MC-dropout sites of ``drop`` models work unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipann.calibration.spectral import SpectralNormMLP
+from vipann.zoo.heads import register_head
 
 __all__ = [
     "LIKELIHOODS",
@@ -397,3 +398,10 @@ def all_reduce_sngp_precision(model: nn.Module) -> int:
         layer.precision.copy_(data + prior)
         layer._cov = None
     return len(layers)
+
+
+def _attach_saved_sngp_head(model: nn.Module, options: Mapping[str, Any]) -> None:
+    attach_sngp_head(model, **options)
+
+
+register_head("sngp", _attach_saved_sngp_head)  # saved SNGP models load through vipann.zoo

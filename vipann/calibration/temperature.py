@@ -22,34 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vipann.calibration._checks import as_mc_logits, as_temperature, check_bounds, check_targets, work_dtype
+from vipann.inference.temperature import apply_temperature
 
 __all__ = ["apply_temperature", "fit_temperature", "scaled_probs"]
-
-
-def apply_temperature(logits: Tensor, temperature: float | Sequence[float] | Tensor) -> Tensor:
-    """Divide logits by a temperature.
-
-    Inputs:
-        logits: ``(..., C)`` logits, e.g. ``(N, C)`` or Monte-Carlo ``(S, N, C)``.
-        temperature: A positive scalar, or ``(C,)`` per-class temperatures.
-
-    Args:
-        logits: The logits.
-        temperature: The temperature.
-
-    Returns:
-        ``logits / temperature`` (broadcast over the class axis), same shape, dtype and device.
-
-    Raises:
-        ValueError: For a non-positive or non-finite temperature, or a per-class temperature whose
-            length is not ``C``.
-
-    References:
-        Guo, Pleiss, Sun & Weinberger, "On calibration of modern neural networks", ICML 2017.
-    """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1:
-        raise TypeError("logits must be a floating-point torch.Tensor of shape (..., C)")
-    return logits / as_temperature(temperature, logits.shape[-1], logits)
 
 
 def _mean_log_probs(z: Tensor, multilabel: bool) -> tuple[Tensor, Tensor | None]:

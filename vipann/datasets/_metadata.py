@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pandas as pd
 
 from vipann.datasets.errors import MetadataError
 
-__all__ = ["check_class_names", "find_root", "read_csv", "to_int", "write_text_atomic"]
+__all__ = ["check_class_names", "find_root", "read_csv", "to_int"]
 
 
 def find_root(root: str | os.PathLike[str], marker: str, folder_names: Sequence[str], dataset: str) -> Path:
@@ -115,20 +114,3 @@ def check_class_names(seen: Mapping[int, set[str]], expected: Sequence[str], dat
             f"{dataset}: the class names in {path} do not match the official {dataset} classes "
             f"(wrong dataset or corrupted metadata):\n  {listed}"
         )
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file so that readers see either the old file or the complete new one.
-
-    Args:
-        path: Destination (its folder must exist).
-        text: Content.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -36,12 +36,12 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from vipann.datasets._metadata import write_text_atomic
 from vipann.datasets.base import ClipDataset
 from vipann.datasets.cache import default_cache_dir
 from vipann.datasets.errors import MetadataError
+from vipann.datasets.labels import get_labels
 from vipann.datasets.records import ClipRecord, OnError
-from vipann.labels import get_labels
+from vipann.utils.atomic import write_text_atomic
 
 __all__ = ["DCASE2013", "read_setup", "stratified_folds", "write_setup"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from vipann.datasets._metadata import check_class_names, find_root, read_csv, to_int
 from vipann.datasets.base import ClipDataset
 from vipann.datasets.errors import MetadataError
+from vipann.datasets.labels import get_labels
 from vipann.datasets.records import ClipRecord, OnError
-from vipann.labels import get_labels
 
 __all__ = ["ESC10_TARGETS", "ESC50"]
 

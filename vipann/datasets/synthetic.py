@@ -57,8 +57,8 @@ from vipann.datasets._sounds import (
 from vipann.datasets.cache import default_cache_dir
 from vipann.datasets.esc50 import ESC10_TARGETS
 from vipann.datasets.folder import AudioFolder, UnlabelledFolder
+from vipann.datasets.labels import get_labels
 from vipann.datasets.records import OnError
-from vipann.labels import get_labels
 
 __all__ = [
     "AUDIOSET_CLASSES",

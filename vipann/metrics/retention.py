@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vipann.metrics import _retention_kernels as K
+import vipann.metrics._retention_kernels as K
 from vipann.metrics._checks import check_class_targets, check_multihot, check_tensor
 from vipann.metrics._stats import student_t_quantile
 from vipann.uncertainty import validate_probs

@@ -22,9 +22,10 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from vipann.calibration.posthoc import collect_logits, set_temperature
-from vipann.evaluation import evaluate_runs, write_evaluation, write_json_atomic
+from vipann.evaluation import evaluate_runs, write_evaluation
 from vipann.recipes._temperature import write_temperature_outputs
 from vipann.train.distributed import DistContext, all_gather_rows
+from vipann.utils.atomic import write_json_atomic
 
 __all__ = [
     "STAGES",
@@ -115,7 +116,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 
 def _export(model: nn.Module, directory: Path, scalars: dict, config: Any, title: str, temperature: float | None):
-    from vipann.serialization import save_pretrained
+    from vipann.zoo.serialization import save_pretrained
 
     keep = model.pretrained_cfg
     model.pretrained_cfg = dataclasses.replace(

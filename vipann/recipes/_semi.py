@@ -38,11 +38,11 @@ from torch import Tensor
 
 from vipann.calibration import select_pseudo_labels
 from vipann.datasets import ClipDataset, get_dataset
-from vipann.evaluation import write_json_atomic
 from vipann.models.pann import PANN
 from vipann.recipes._outputs import mc_logits
 from vipann.recipes._stages import stage_features, train_stage
 from vipann.train.distributed import DistContext
+from vipann.utils.atomic import write_json_atomic
 
 __all__ = ["VARIANTS", "Pool", "load_pool", "pseudo_label_rounds", "select"]
 

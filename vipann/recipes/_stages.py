@@ -5,7 +5,7 @@
 * ``finetuned``: every weight trained on the waveforms at ``lr / finetune_lr_factor``.
 
 With ``mixup_alpha > 0`` every training batch is mixed (Zhang et al., 2018) with
-:func:`vipann.frontend.do_mixup`, the pre-training recipe's PANNs-style pairwise mixing: each clip
+:func:`vipann.models.frontend.do_mixup`, the pre-training recipe's PANNs-style pairwise mixing: each clip
 of the batch is paired with a partner drawn from the same batch, ``lam ~ Beta(alpha, alpha)``, and
 inputs and targets are mixed with the same ``lam`` (one-hot class targets become soft targets, which
 the cross-entropy and focal losses accept). The mixed inputs are what the stage trains on: the
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipann.calibration.sngp import RandomFeatureGP
-from vipann.frontend import Mixup, do_mixup
+from vipann.models.augment import Mixup, do_mixup
 from vipann.models.pann import PANN
 from vipann.train.distributed import DistContext
 from vipann.train.engine import FitConfig, ddp_wrap, fit, shuffled_batches

@@ -15,11 +15,8 @@ probabilities) and writes, next to its ``metrics.json``:
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from torch import Tensor
 
 from vipann.calibration import fit_temperature, temperature_report, temperature_sweep
 from vipann.calibration.sweep import SWEEP_METRICS
-from vipann.evaluation import write_json_atomic
+from vipann.utils.atomic import write_csv_atomic, write_json_atomic
 
 __all__ = ["SWEEP_COLUMNS", "check_val_fraction", "stratified_split", "write_temperature_outputs"]
 
@@ -81,19 +78,6 @@ def stratified_split(targets: Tensor, fraction: float, seed: int) -> tuple[Tenso
     keep = torch.ones(len(targets), dtype=torch.bool)
     keep[val] = False
     return torch.nonzero(keep).flatten(), val
-
-
-def _write_csv_atomic(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(report: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
@@ -166,7 +150,7 @@ def write_temperature_outputs(
         for split in ("val", "test"):
             row += [float(sweep.metrics[split][m][i]) for m in SWEEP_METRICS]
         rows.append(row)
-    _write_csv_atomic(stage_dir / "temperature_sweep.csv", SWEEP_COLUMNS, rows)
+    write_csv_atomic(stage_dir / "temperature_sweep.csv", SWEEP_COLUMNS, rows)
     return t
 
 

@@ -49,11 +49,11 @@ from typing import Any
 
 import torch
 
-from vipann.evaluation import write_json_atomic
 from vipann.recipes._outputs import STAGES
 from vipann.recipes.config import save_config
 from vipann.recipes.transfer import TransferConfig, run_transfer
 from vipann.train.distributed import DistContext
+from vipann.utils.atomic import write_json_atomic, write_text_atomic
 
 __all__ = ["COLUMNS", "METHODS", "CompareConfig", "Method", "comparison_rows", "run_compare"]
 
@@ -349,12 +349,6 @@ def _markdown(rows: list[dict[str, Any]], title: str, notes: list[str], metric: 
     return "\n".join(lines) + "\n"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_comparison(out: Path, rows: list[dict[str, Any]], title: str, notes: list[str]) -> dict[str, Path]:
     """Write ``comparison.csv``, ``comparison.md`` and ``comparison.json`` atomically.
 
@@ -378,8 +372,8 @@ def write_comparison(out: Path, rows: list[dict[str, Any]], title: str, notes: l
     writer.writerow([k.replace("accuracy", metric) for k in keys])
     for row in rows:
         writer.writerow(["" if row[k] is None else row[k] for k in keys])
-    _write_text_atomic(out / "comparison.csv", buffer.getvalue())
-    _write_text_atomic(out / "comparison.md", _markdown(rows, title, notes, metric))
+    write_text_atomic(out / "comparison.csv", buffer.getvalue())
+    write_text_atomic(out / "comparison.md", _markdown(rows, title, notes, metric))
     write_json_atomic(out / "comparison.json", {"title": title, "notes": notes, "metric": metric, "rows": rows})
     return {name: out / f"comparison.{name}" for name in ("csv", "md", "json")}
 

@@ -11,6 +11,8 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
+from vipann.utils.atomic import write_text_atomic
+
 __all__ = ["add_config_arguments", "load_config", "save_config"]
 
 C = TypeVar("C")
@@ -97,12 +99,7 @@ def save_config(config: Any, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, names: Sequence[str]) -> None:

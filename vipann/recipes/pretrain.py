@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 
-from vipann.evaluation import evaluate_runs, write_evaluation, write_json_atomic
-from vipann.frontend import Mixup, do_mixup
+from vipann.evaluation import evaluate_runs, write_evaluation
+from vipann.models.augment import Mixup, do_mixup
 from vipann.models.pann import PANN
 from vipann.recipes.config import save_config
 from vipann.train.distributed import DistContext, all_gather_rows, init_distributed
 from vipann.train.losses import LossConfig, elbo_loss
 from vipann.train.samplers import BalancedSampler, RandomSampler
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
+from vipann.utils.atomic import write_json_atomic
 
 __all__ = ["PretrainConfig", "build_model", "load_training_data", "run_pretraining"]
 
@@ -158,9 +159,9 @@ def load_training_data(
 
 def build_model(config: PretrainConfig, num_classes: int, device: torch.device) -> PANN:
     """The model to train: fresh, or from ``init`` (converted by MOPED when the methods differ)."""
-    from vipann._registry import split_model_name
-    from vipann.convert import moped
-    from vipann.factory import create_model, from_pretrained
+    from vipann.zoo.convert import moped
+    from vipann.zoo.factory import create_model, from_pretrained
+    from vipann.zoo.registry import split_model_name
 
     method, _, _ = split_model_name(config.model)
     torch.manual_seed(config.seed)
@@ -185,7 +186,7 @@ def build_model(config: PretrainConfig, num_classes: int, device: torch.device) 
 @torch.no_grad()
 def _predict_split(model: PANN, dataset, ctx: DistContext, batch: int, samples: int, generator) -> torch.Tensor:
     """``(S, N, C)`` sigmoid probabilities on a split, sharded across processes."""
-    from vipann.sampling import predict
+    from vipann.inference.predict import predict
 
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
     parts = []
@@ -240,7 +241,7 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
-    from vipann._registry import get_pretrained_cfg
+    from vipann.zoo.registry import get_pretrained_cfg
 
     arch_cfg = get_pretrained_cfg(config.model)
     sample_rate = arch_cfg.sample_rate
@@ -344,7 +345,7 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
 
 
 def _finish(model: PANN, config: PretrainConfig, ctx: DistContext, evalset, labels, history, out: Path) -> dict:
-    from vipann.serialization import save_pretrained
+    from vipann.zoo.serialization import save_pretrained
 
     scalars: dict[str, Any] = {}
     if evalset is not None:

@@ -39,7 +39,6 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from vipann.datasets import ClipDataset, get_dataset
-from vipann.evaluation import write_json_atomic
 from vipann.models.pann import PANN
 from vipann.recipes._outputs import STAGES, finish_stage, save_weights, stage_done, summarise
 from vipann.recipes._semi import VARIANTS, load_folder, load_pool, pseudo_label_rounds
@@ -48,6 +47,7 @@ from vipann.recipes._temperature import check_val_fraction, stratified_split
 from vipann.recipes.config import save_config
 from vipann.train.distributed import DistContext
 from vipann.train.transfer import HEADS, STRATEGIES, build_transfer_model
+from vipann.utils.atomic import write_json_atomic
 
 __all__ = ["STAGES", "TransferConfig", "backbone_name", "load_backbone", "members_for_rank", "run_transfer"]
 
@@ -221,7 +221,7 @@ def backbone_name(source: str, strategy: str) -> str:
     method (``--model flip-tiny`` gives ``det-tiny`` to the Det-Flip strategy), so one run can
     compare all strategies. Any other source (``local-dir:``, ``hf-hub:``) is used as it is.
     """
-    from vipann._registry import is_model, split_model_name
+    from vipann.zoo.registry import is_model, split_model_name
 
     if not source:
         return STRATEGIES[strategy].backbone
@@ -235,8 +235,8 @@ def backbone_name(source: str, strategy: str) -> str:
 
 def load_backbone(source: str, strategy: str, device: torch.device) -> PANN:
     """The pretrained backbone of a strategy (see :func:`backbone_name`); weightless test architectures start random."""
-    from vipann._registry import get_pretrained_cfg, is_model
-    from vipann.factory import create_model, from_pretrained
+    from vipann.zoo.factory import create_model, from_pretrained
+    from vipann.zoo.registry import get_pretrained_cfg, is_model
 
     name = backbone_name(source, strategy)
     if is_model(name) and get_pretrained_cfg(name).weights == "none":
@@ -283,7 +283,7 @@ def _make_model(
     strategy: str, backbone: PANN, dataset: ClipDataset, config: TransferConfig, fold: int, member: int
 ) -> PANN:
     """A fresh model of one member of one fold, with the downstream metadata."""
-    from vipann._registry import get_pretrained_cfg
+    from vipann.zoo.registry import get_pretrained_cfg
 
     model = build_transfer_model(
         strategy,
@@ -477,7 +477,7 @@ def _run_fold(
                 save_weights(model, weights)
         ctx.barrier()
         if ensemble:
-            from vipann.ensemble import Ensemble
+            from vipann.inference.ensemble import Ensemble
 
             for m in range(count):
                 if m not in mine:

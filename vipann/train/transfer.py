@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vipann.convert import load_deterministic_weights
 from vipann.layers import FlipoutLayer, LinearFlipout, flipout_layers, mc_sampling
 from vipann.models.pann import PANN
 from vipann.train.distributed import DistContext, all_gather_rows
+from vipann.zoo.convert import load_deterministic_weights
 
 __all__ = [
     "HEADS",

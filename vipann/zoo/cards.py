@@ -1,0 +1,375 @@
+"""Model cards (the Hub's ``README.md``), rendered from a model's metadata.
+
+A card is ``vipann/data/hub_cards/template.md`` filled from a registry entry or a ``config.json``,
+plus the prose file ``vipann/data/hub_cards/<name>.md`` when the model has one (generic prose,
+derived from the metadata, otherwise). Nothing in a card is typed by hand twice: tables, YAML front
+matter (``model-index``), the stochastic layers and the citations all come from the metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vipann.models.pann import ARCHITECTURES
+from vipann.utils.atomic import write_text_atomic
+from vipann.zoo.config import README_NAME, read_config
+from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, is_model
+
+__all__ = ["CARD_FIELDS", "render_card", "stochastic_layers", "write_card"]
+
+# Fields a card cannot be rendered without (a missing one raises, it is never left blank).
+CARD_FIELDS = (
+    "name",
+    "arch",
+    "method",
+    "num_classes",
+    "multilabel",
+    "sample_rate",
+    "clip_seconds",
+    "frontend",
+    "default_num_samples",
+    "license",
+    "provenance",
+    "description",
+    "tags",
+    "metrics",
+    "metrics_source",
+)
+_DATASETS = {"audioset": "AudioSet", "esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "dcase2013": "DCASE2013"}
+_METRIC_NAMES = {
+    "mAP": ("map", "mAP"),
+    "AUC": ("roc_auc", "ROC AUC"),
+    "d_prime": ("d_prime", "d-prime"),
+    "accuracy": ("accuracy", "Accuracy"),
+    "ECE": ("ece", "Expected calibration error"),
+    "MCE": ("mce", "Maximum calibration error"),
+    "brier": ("brier", "Brier score"),
+    "NLL": ("nll", "Negative log-likelihood"),
+}
+_CITATIONS = {
+    "panns": """@article{kong2020panns,
+  title   = {{PANNs}: Large-Scale Pretrained Audio Neural Networks for Audio Pattern Recognition},
+  author  = {Kong, Qiuqiang and Cao, Yin and Iqbal, Turab and Wang, Yuxuan and Wang, Wenwu and Plumbley, Mark D.},
+  journal = {IEEE/ACM Transactions on Audio, Speech, and Language Processing},
+  volume  = {28}, pages = {2880--2894}, year = {2020}
+}""",
+    "vipann": """@article{fischer2024vipann,
+  title   = {{VI-PANN}: Harnessing Transfer Learning and Uncertainty-Aware Variational Inference for
+             Improved Generalization in Audio Pattern Recognition},
+  author  = {Fischer, John and Orescanin, Marko and Eckstrand, Eric},
+  journal = {arXiv preprint}, year = {2024}
+}""",
+    "flipout": """@inproceedings{wen2018flipout,
+  title     = {Flipout: Efficient Pseudo-Independent Weight Perturbations on Mini-Batches},
+  author    = {Wen, Yeming and Vicol, Paul and Ba, Jimmy and Tran, Dustin and Grosse, Roger},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2018}
+}""",
+    "moped": """@inproceedings{krishnan2020moped,
+  title     = {Specifying Weight Priors in {B}ayesian Deep Neural Networks with Empirical {B}ayes},
+  author    = {Krishnan, Ranganath and Subedar, Mahesh and Tickoo, Omesh},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence}, year = {2020}
+}""",
+    "mcdropout": """@inproceedings{gal2016dropout,
+  title     = {Dropout as a {B}ayesian Approximation: Representing Model Uncertainty in Deep Learning},
+  author    = {Gal, Yarin and Ghahramani, Zoubin},
+  booktitle = {International Conference on Machine Learning (ICML)}, year = {2016}
+}""",
+}
+_METHOD_CITATIONS = {
+    "det": ("panns", "vipann"),
+    "drop": ("panns", "vipann", "mcdropout"),
+    "flip": ("panns", "vipann", "flipout", "moped"),
+    "detflip": ("panns", "vipann", "flipout", "moped"),
+}
+
+
+def _card_file(name: str) -> resources.abc.Traversable:
+    return resources.files("vipann").joinpath("data", "hub_cards", name)
+
+
+def _as_metadata(source: PretrainedCfg | Mapping[str, Any] | str) -> dict[str, Any]:
+    if isinstance(source, str):
+        source = get_pretrained_cfg(source)
+    if isinstance(source, PretrainedCfg):
+        meta = source.to_dict()
+        meta["labels"] = list(source.labels)
+        return meta
+    if isinstance(source, Mapping):
+        return dict(source)
+    raise TypeError(f"render_card expects a PretrainedCfg, a config dict or a registry name, got {type(source)}")
+
+
+def _check_fields(meta: Mapping[str, Any]) -> None:
+    missing = [k for k in CARD_FIELDS if meta.get(k) is None or (isinstance(meta.get(k), str) and not meta[k])]
+    # metrics_source may be empty only when there are no metrics to attribute.
+    if "metrics_source" in missing and not meta.get("metrics"):
+        missing.remove("metrics_source")
+    if missing:
+        raise ValueError(f"cannot render the model card of {meta.get('name', '<unnamed>')!r}: missing {missing}")
+    if meta["method"] not in _METHOD_CITATIONS:
+        raise ValueError(f"cannot render the model card: unknown method {meta['method']!r}")
+    if meta["arch"] not in ARCHITECTURES:
+        raise ValueError(f"cannot render the model card: unknown architecture {meta['arch']!r}")
+
+
+def _model_arg(meta: Mapping[str, Any], key: str, default: float) -> float:
+    return float((meta.get("model_args") or {}).get(key, default))
+
+
+def stochastic_layers(method: str, arch: str, model_args: Mapping[str, Any] | None = None) -> str:
+    """Which layers of a model are stochastic, in one sentence.
+
+    Args:
+        method: ``det``, ``drop``, ``flip`` or ``detflip``.
+        arch: Architecture id.
+        model_args: The model's constructor arguments (dropout rates); defaults when absent.
+
+    Returns:
+        The sentence.
+
+    Raises:
+        ValueError: For an unknown method or architecture.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}")
+    meta = {"model_args": dict(model_args or {})}
+    spec = ARCHITECTURES[arch]
+    if method == "det":
+        return "none: a deterministic network (every sample of a Monte-Carlo run is the same prediction)"
+    if method == "drop":
+        conv = _model_arg(meta, "conv_dropout", spec.conv_dropout)
+        fc = _model_arg(meta, "fc_dropout", 0.5)
+        head = _model_arg(meta, "head_dropout", 0.5)
+        sites = f"p={conv:g} after the conv stages, " if conv > 0 else ""
+        text = (
+            f"MC-dropout sites ({sites}p={fc:g} before fc1, p={head:g} before the classifier), "
+            "kept active while sampling"
+        )
+        if spec.family == "resnet":
+            block = _model_arg(meta, "block_dropout", 0.1)
+            text += f"; the p={block:g} dropout inside residual blocks is training-only"
+        return text
+    if method == "flip":
+        return (
+            "every Conv2d and Linear layer after the front end is a Flipout layer (mean-field Gaussian "
+            "weights); BatchNorm and the log-mel front end are deterministic"
+        )
+    if method == "detflip":
+        return "fc1 and the classifier are Flipout layers; the convolutional backbone is deterministic"
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _summary(meta: Mapping[str, Any]) -> str:
+    s = meta["default_num_samples"]
+    if meta["method"] == "det":
+        return "A deterministic model: it gives point predictions and no epistemic uncertainty."
+    source = "dropout masks" if meta["method"] == "drop" else "Flipout weight samples"
+    return (
+        f"A Bayesian approximation: a prediction averages {s} {source}, and the spread between samples "
+        "measures the model's own (epistemic) uncertainty."
+    )
+
+
+def _arch_display(arch: str) -> str:
+    original = ARCHITECTURES[arch].original_class
+    return f"PANNs {original}" if original else f"`{arch}` (vipann test network, no PANNs counterpart)"
+
+
+def _datasets(meta: Mapping[str, Any]) -> list[str]:
+    found = [meta.get("label_set"), meta.get("tag"), *meta["metrics"]]
+    return sorted({d for d in found if d in _DATASETS})
+
+
+def _tags(meta: Mapping[str, Any]) -> list[str]:
+    # The method decides the Bayesian tags, so a card is tagged correctly even if an entry forgot.
+    derived = {"det": [], "drop": ["bayesian", "mc-dropout"], "flip": ["bayesian", "flipout"]}
+    derived["detflip"] = derived["flip"]
+    return list(dict.fromkeys([*meta["tags"], "audio-classification", *derived[meta["method"]]]))
+
+
+def _yaml(key: str, value: Any) -> str:
+    return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _mc_samples(meta: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+    return int(values.get("num_samples", meta["default_num_samples"]))
+
+
+def _model_index(meta: Mapping[str, Any]) -> str:
+    results = []
+    task = "Audio tagging (multi-label)" if meta["multilabel"] else "Audio classification"
+    for dataset, values in meta["metrics"].items():
+        metrics = [
+            {"type": _METRIC_NAMES.get(k, (k.lower(), k))[0], "name": _METRIC_NAMES.get(k, (k, k))[1], "value": v}
+            for k, v in values.items()
+            if k != "num_samples"
+        ]
+        metrics.append({"type": "mc_samples", "name": "Monte-Carlo samples", "value": _mc_samples(meta, values)})
+        results.append(
+            {
+                "task": {"type": "audio-classification", "name": task},
+                "dataset": {"type": dataset, "name": _DATASETS.get(dataset, dataset)},
+                "metrics": metrics,
+                "source": {"name": meta["metrics_source"]},
+            }
+        )
+    if not results:
+        return ""
+    return _yaml("model-index", [{"name": meta["name"], "results": results}])
+
+
+def _evaluation(meta: Mapping[str, Any]) -> str:
+    if not meta["metrics"]:
+        return "No evaluation is reported for these weights yet."
+    rows = ["| dataset | metric | value | MC samples |", "|---|---|---|---|"]
+    for dataset, values in meta["metrics"].items():
+        for key, value in values.items():
+            if key == "num_samples":
+                continue
+            name = _METRIC_NAMES.get(key, (key, key))[1]
+            rows.append(f"| {_DATASETS.get(dataset, dataset)} | {name} | {value:g} | {_mc_samples(meta, values)} |")
+    return "\n".join(rows) + f"\n\nSource: {meta['metrics_source']}."
+
+
+def _load_id(meta: Mapping[str, Any]) -> str:
+    # A bare name only where the registry resolves it to these weights; otherwise the explicit
+    # source, which also works before the registry entry is switched to weights="hub".
+    name, hub_id = meta["name"], meta.get("hf_hub_id")
+    if is_model(name):
+        entry = get_pretrained_cfg(name)
+        if entry.published and hub_id in (None, entry.hf_hub_id):
+            return name
+    return f"hf-hub:{hub_id}" if hub_id else f"local-dir:./{name}"
+
+
+def _rebuild(meta: Mapping[str, Any]) -> str:
+    command = get_pretrained_cfg(meta["name"]).convert_command() if is_model(meta["name"]) else None
+    if command:
+        return f"The same weights can be rebuilt from the original checkpoint with:\n\n```bash\n{command}\n```"
+    if meta.get("source_checkpoint"):
+        return f"Converted from `{meta['source_checkpoint']}`."
+    return ""
+
+
+def _generic_prose(meta: Mapping[str, Any]) -> str:
+    rate, method = meta["sample_rate"], meta["method"]
+    outputs = "sigmoid outputs, one per class" if meta["multilabel"] else "a softmax over the classes"
+    uncertainty = (
+        "It has no epistemic uncertainty; use a `drop`, `flip` or `detflip` model for that."
+        if method == "det"
+        else f"Use at least {meta['default_num_samples']} Monte-Carlo samples for stable uncertainty estimates."
+    )
+    return f"""## About
+
+{meta["description"]}. {_arch_display(meta["arch"])} with {meta["num_classes"]} classes and {outputs}.
+Stochastic layers: {stochastic_layers(method, meta["arch"], meta.get("model_args"))}.
+
+## Intended use
+
+Research on audio classification with uncertainty: predictions, predictive entropy and mutual
+information from `vipann.predict`, and flagging clips the model is unsure about. {uncertainty}
+
+## Limitations
+
+- The weights are valid only for {rate} Hz audio and the front end above; resample other audio first.
+- Uncertainty estimates are not guaranteed to be calibrated on your data: measure the calibration
+  (`vipann.metrics`) before relying on them.
+- Not evaluated for safety-critical use."""
+
+
+def render_card(source: PretrainedCfg | Mapping[str, Any] | str) -> str:
+    """Render the model card (``README.md``) of a model.
+
+    Args:
+        source: A :class:`~vipann.PretrainedCfg`, a ``config.json`` dict (as written by
+            :func:`vipann.zoo.serialization.save_pretrained`), or a registry name.
+
+    Returns:
+        The card: YAML front matter (``library_name: vipann``, licence, tags, datasets,
+        ``model-index`` with the metrics and Monte-Carlo samples) and Markdown.
+
+    Raises:
+        ValueError: If a field the card needs is missing (naming it), or for an unknown method or
+            architecture.
+        TypeError: For an unsupported ``source``.
+
+    Example:
+        >>> import vipann
+        >>> from vipann.zoo.cards import render_card
+        >>> card = render_card(vipann.get_pretrained_cfg("flip-resnet54"))
+        >>> card.splitlines()[1]
+        'library_name: vipann'
+    """
+    meta = _as_metadata(source)
+    _check_fields(meta)
+    prose_file = _card_file(f"{meta['name']}.md")
+    prose = prose_file.read_text(encoding="utf-8") if prose_file.is_file() else _generic_prose(meta)
+    fe = meta["frontend"]
+    values = {
+        "license": meta["license"],
+        "tags_yaml": _yaml("tags", _tags(meta)),
+        "datasets_yaml": _yaml("datasets", _datasets(meta)),
+        "model_index_yaml": _model_index(meta),
+        "name": meta["name"],
+        "description": meta["description"],
+        "stochasticity_summary": _summary(meta),
+        "load_id": _load_id(meta),
+        "sample_rate": meta["sample_rate"],
+        "clip_seconds": f"{float(meta['clip_seconds']):g}",
+        "default_num_samples": meta["default_num_samples"],
+        "arch_display": _arch_display(meta["arch"]),
+        "method": meta["method"],
+        "stochastic_layers": stochastic_layers(meta["method"], meta["arch"], meta.get("model_args")),
+        "num_classes": meta["num_classes"],
+        "output_kind": "multi-label (independent sigmoids)" if meta["multilabel"] else "multi-class (softmax)",
+        "frontend": (
+            f"log-mel, window {fe['window_size']}, hop {fe['hop_size']}, {fe['mel_bins']} mel bins, "
+            f"{float(fe['fmin']):g}–{float(fe['fmax']):g} Hz"
+        ),
+        "prose": prose.strip(),
+        "evaluation": _evaluation(meta),
+        "provenance": meta["provenance"],
+        "rebuild": _rebuild(meta),
+        "citations": "\n".join(_CITATIONS[c] for c in _METHOD_CITATIONS[meta["method"]]),
+    }
+    template = string.Template(_card_file("template.md").read_text(encoding="utf-8"))
+    try:
+        text = template.substitute(values)
+    except (KeyError, ValueError) as exc:  # a template field with no value: a bug, named
+        raise ValueError(f"the card template needs field {exc} which the renderer does not provide") from None
+    # Empty optional sections leave blank runs; keep at most one blank line between blocks.
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
+
+
+def write_card(directory: str | os.PathLike[str]) -> Path:
+    """Render the card of a saved model from its ``config.json`` and write ``README.md`` next to it.
+
+    The file is replaced atomically; the weights and their checksum are untouched.
+
+    Args:
+        directory: A directory written by :func:`vipann.zoo.serialization.save_pretrained`.
+
+    Returns:
+        The path of the written ``README.md``.
+
+    Raises:
+        FileNotFoundError: If the directory has no ``config.json``.
+        vipann.CheckpointError: If the config is invalid.
+        ValueError: If a field the card needs is missing.
+
+    Example:
+        >>> from vipann.zoo.cards import write_card
+        >>> write_card("./flip-resnet54")  # doctest: +SKIP
+        PosixPath('flip-resnet54/README.md')
+    """
+    directory = Path(directory)
+    return write_text_atomic(directory / README_NAME, render_card(read_config(directory)))
