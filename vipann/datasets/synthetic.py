@@ -32,28 +32,25 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-
-from vipann.datasets._sounds import (
-    DOWNSTREAM_RECIPES,
-    OOD_RECIPES,
-    PRETRAINING_RECIPES,
+from vipann.datasets._generated import build_folder, event_text, write_csv, write_wav
+from vipann.datasets._mixing import (
+    _DEFAULT_CLIPS,
+    AUDIOSET_CLASSES,
+    DOWNSTREAM_CLASSES,
+    OOD_CLASS,
     SynthEvent,
-    mix_clip,
+    _downstream_clip,
+    _ood_clip,
+    render_clip,
     synth_event,
 )
+from vipann.datasets._sounds import DOWNSTREAM_RECIPES, OOD_RECIPES, PRETRAINING_RECIPES
 from vipann.datasets.cache import default_cache_dir
 from vipann.datasets.esc50 import ESC10_TARGETS
 from vipann.datasets.folder import AudioFolder, UnlabelledFolder
@@ -83,12 +80,6 @@ logger = logging.getLogger(__name__)
 
 #: Changes whenever the audio a seed produces changes; part of every generated folder's name.
 GENERATOR_VERSION = "4"
-#: The mini-AudioSet's classes, in class-index order.
-AUDIOSET_CLASSES: tuple[str, ...] = tuple(PRETRAINING_RECIPES)
-#: The transfer task's classes, in class-index order.
-DOWNSTREAM_CLASSES: tuple[str, ...] = tuple(DOWNSTREAM_RECIPES)
-#: The out-of-distribution sound family.
-OOD_CLASS: str = next(iter(OOD_RECIPES))
 #: The official ESC-50 category each transfer class is written as in ``meta/esc50.csv``.
 DOWNSTREAM_ESC50_CATEGORIES: dict[str, str] = {
     "siren sweep": "siren",
@@ -102,132 +93,6 @@ DOWNSTREAM_ESC50_CATEGORIES: dict[str, str] = {
     "car horn": "car_horn",
     "frog croak": "frog",
 }
-_DEFAULT_CLIPS = {"train": 3000, "eval": 600}
-_STREAMS = {"train": 1, "eval": 2, "downstream": 3, "ood": 4}
-_MANIFEST = "manifest.json"
-
-
-# ---------------------------------------------------------------------------------- mixing
-def _rng(seed: int, stream: str, *ids: int) -> np.random.Generator:
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _STREAMS[stream], *ids])))
-
-
-def render_clip(
-    index: int, *, split: str = "train", seed: int = 0, sample_rate: int = 16000, clip_seconds: float = 2.0
-) -> tuple[np.ndarray, tuple[SynthEvent, ...]]:
-    """Generate one mini-AudioSet clip (what :class:`MiniAudioSet` writes to disk, before 16-bit rounding).
-
-    One to three distinct classes (probabilities 0.5, 0.3, 0.2) are drawn uniformly, each lasting
-    a class-specific random duration at a uniform random onset. The SNRs over the background
-    (stationary coloured noise of random tilt and bandwidth) are a clip-level 3..18 dB plus -4..4 dB
-    per event, kept in 0..20 dB, and measured in each event's active frames and frequency bands, so
-    a quiet event is equally hard to hear whatever its spectrum and never inaudible (a labelled but
-    inaudible event would teach confident misses).
-
-    Args:
-        index: Clip number (any non-negative integer; clips do not depend on each other).
-        split: ``"train"`` or ``"eval"`` (independent random streams).
-        seed: Corpus seed.
-        sample_rate: Sample rate in Hz.
-        clip_seconds: Clip length in seconds.
-
-    Returns:
-        ``(wave, events)``: float32 ``(round(clip_seconds * sample_rate),)`` audio in ``[-1, 1]``
-        and the events mixed in.
-
-    Raises:
-        ValueError: For an unknown split or a negative seed.
-    """
-    if split not in _DEFAULT_CLIPS:
-        raise ValueError(f"split must be one of {tuple(_DEFAULT_CLIPS)}, got {split!r}")
-    rng = _rng(seed, split, int(index))
-    count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    names = rng.choice(len(AUDIOSET_CLASSES), size=count, replace=False)
-    # Events share a clip-level SNR (some clips are easy, some hard) so one does not bury another.
-    level = rng.uniform(3.0, 18.0)
-    plan = [(AUDIOSET_CLASSES[i], float(np.clip(level + rng.uniform(-4.0, 4.0), 0.0, 20.0))) for i in names]
-    return mix_clip(rng, plan, round(clip_seconds * sample_rate), int(sample_rate))
-
-
-def _downstream_clip(
-    seed: int, fold: int, target: int, take: int, sr: int, clip_seconds: float
-) -> tuple[np.ndarray, tuple[SynthEvent, ...]]:
-    rng = _rng(seed, "downstream", fold, target, take)
-    plan = [(DOWNSTREAM_CLASSES[target], float(rng.uniform(0.0, 20.0)))]
-    if rng.uniform() < 0.3:  # a quieter pretraining-class sound in the background
-        plan.append((AUDIOSET_CLASSES[int(rng.integers(len(AUDIOSET_CLASSES)))], float(rng.uniform(-6.0, 6.0))))
-    return mix_clip(rng, plan, round(clip_seconds * sr), sr)
-
-
-def _ood_clip(seed: int, index: int, sr: int, clip_seconds: float) -> tuple[np.ndarray, tuple[SynthEvent, ...]]:
-    rng = _rng(seed, "ood", index)
-    return mix_clip(rng, [(OOD_CLASS, float(rng.uniform(5.0, 20.0)))], round(clip_seconds * sr), sr, muffled=True)
-
-
-# ---------------------------------------------------------------------------------- writing
-def _write_wav(path: Path, wave: np.ndarray, sr: int) -> None:
-    # Rounding here (not in libsndfile) makes the files a pure function of the generated floats.
-    pcm = np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
-    sf.write(str(path), pcm, sr, subtype="PCM_16")
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def _event_text(events: tuple[SynthEvent, ...]) -> str:
-    return "|".join(f"{e.name}@{e.onset:.3f}+{e.duration:.3f}s@{e.snr_db:.1f}dB" for e in events)
-
-
-def _build(folder: Path, manifest: dict[str, Any], fill: Callable[[Path], None]) -> Path:
-    """Return ``folder``, generating it first (atomically) unless it already holds this manifest.
-
-    A folder generated here with other settings (another seed, size or generator version) is
-    replaced, since it can be regenerated exactly; any other non-empty folder is left alone.
-    """
-    manifest = json.loads(json.dumps(manifest))
-    marker = folder / _MANIFEST
-
-    def found() -> dict[str, Any] | None:
-        try:
-            return json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    existing = found()
-    if existing == manifest:
-        return folder
-    ours = isinstance(existing, dict) and existing.get("generator") == manifest["generator"]
-    if folder.exists() and not ours and (not folder.is_dir() or any(folder.iterdir())):
-        raise FileExistsError(
-            f"{str(folder)!r} exists and was not generated by vipann.datasets.synthetic (no {_MANIFEST}); "
-            "pass another root or delete it"
-        )
-    if ours:
-        logger.warning("%s holds a generated set with other settings; regenerating it", folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        logger.info("generating %s", folder)
-        fill(tmp)
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        if ours:
-            os.rename(folder, tmp.with_suffix(".old"))
-        try:
-            os.rename(tmp, folder)  # replaces an empty folder; fails if another process finished first
-        except OSError:
-            if found() != manifest:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp.with_suffix(".old"), ignore_errors=True)
-    return folder
 
 
 def _manifest(kind: str, seed: int, sample_rate: int, clip_seconds: float, **sizes: Any) -> dict[str, Any]:
@@ -291,12 +156,12 @@ def make_mini_audioset(
         for i in range(num_clips):
             wave, events = render_clip(i, split=split, seed=seed, sample_rate=sample_rate, clip_seconds=clip_seconds)
             filename = f"audio/{split}-{i:05d}.wav"
-            _write_wav(tmp / filename, wave, sample_rate)
-            rows.append([filename, ";".join(e.name for e in events), _event_text(events)])
-        _write_csv(tmp / "labels.csv", ["filename", "label", "events"], rows)
+            write_wav(tmp / filename, wave, sample_rate)
+            rows.append([filename, ";".join(e.name for e in events), event_text(events)])
+        write_csv(tmp / "labels.csv", ["filename", "label", "events"], rows)
 
     info = _manifest("mini-audioset", seed, sample_rate, clip_seconds, split=split, num_clips=num_clips)
-    return _build(folder, {**info, "classes": list(AUDIOSET_CLASSES)}, fill)
+    return build_folder(folder, {**info, "classes": list(AUDIOSET_CLASSES)}, fill)
 
 
 class MiniAudioSet(AudioFolder):
@@ -400,15 +265,15 @@ def make_downstream(
                     wave, _ = _downstream_clip(seed, fold, index, take, sample_rate, clip_seconds)
                     src_file = 100000 * (index + 1) + 1000 * fold + take
                     filename = f"{fold}-{src_file}-A-{target}.wav"
-                    _write_wav(tmp / "audio" / filename, wave, sample_rate)
+                    write_wav(tmp / "audio" / filename, wave, sample_rate)
                     meta.append([filename, fold, target, category, target in ESC10_TARGETS, src_file, "A"])
                     labels.append([f"audio/{filename}", name, fold, category, target])
         columns = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
-        _write_csv(tmp / "meta" / "esc50.csv", columns, sorted(meta))
-        _write_csv(tmp / "labels.csv", ["filename", "label", "fold", "category", "target"], sorted(labels))
+        write_csv(tmp / "meta" / "esc50.csv", columns, sorted(meta))
+        write_csv(tmp / "labels.csv", ["filename", "label", "fold", "category", "target"], sorted(labels))
 
     info = _manifest("downstream", seed, sample_rate, clip_seconds, clips_per_class_per_fold=per)
-    return _build(Path(root).expanduser(), {**info, "classes": list(DOWNSTREAM_CLASSES)}, fill)
+    return build_folder(Path(root).expanduser(), {**info, "classes": list(DOWNSTREAM_CLASSES)}, fill)
 
 
 class SyntheticDownstream(AudioFolder):
@@ -481,10 +346,10 @@ def make_ood(
 
     def fill(tmp: Path) -> None:
         for i in range(int(num_clips)):
-            _write_wav(tmp / f"ood-{i:05d}.wav", _ood_clip(seed, i, sample_rate, clip_seconds)[0], sample_rate)
+            write_wav(tmp / f"ood-{i:05d}.wav", _ood_clip(seed, i, sample_rate, clip_seconds)[0], sample_rate)
 
     info = _manifest("ood", seed, sample_rate, clip_seconds, num_clips=int(num_clips), classes=[OOD_CLASS])
-    return _build(Path(root).expanduser(), info, fill)
+    return build_folder(Path(root).expanduser(), info, fill)
 
 
 # ---------------------------------------------------------------------------------- everything at once

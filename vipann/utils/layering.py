@@ -296,6 +296,22 @@ def check_package(package_dir: str | Path, layers: Sequence[Layer] = LAYERS) -> 
     return import_cycles(graph, exclude=(package,)), violations(graph, package, layers)
 
 
+def markdown_table(layers: Sequence[Layer] = LAYERS) -> str:
+    """The layers as a markdown table, top layer first (the README's "Architecture" section).
+
+    Args:
+        layers: The layer table.
+
+    Returns:
+        The table.
+    """
+    rows = ["| layer | packages | what lives there |", "|---|---|---|"]
+    for layer in reversed(layers):
+        packages = ", ".join(f"`{m}`" for m in layer.modules)
+        rows.append(f"| {layer.name} | {packages} | {layer.summary} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     """Print the cycles and violations of the installed vipann; exit status 1 if there are any."""
     cycles, broken = check_package(Path(__file__).resolve().parents[1])

@@ -297,7 +297,7 @@ def test_corrupt_checkpoint_says_download_again(tmp_path):
 # -- the published output, where the official checkpoint exists ------------------------------------
 
 OFFICIAL = os.environ.get("VIPANN_PANNS_CHECKPOINT")
-AUDIO_DIR = Path(__file__).resolve().parent / "data" / "audio"
+AUDIO_DIR = Path(__file__).resolve().parents[1] / "data" / "audio"
 
 
 @pytest.mark.skipif(not OFFICIAL, reason="set VIPANN_PANNS_CHECKPOINT=/path/to/Cnn14_mAP=0.431.pth to run")

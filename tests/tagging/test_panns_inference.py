@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(
     reason="panns-inference is not installed (scripts/setup.sh test installs it)",
 )
 
-AUDIO_DIR = Path(__file__).resolve().parent / "data" / "audio"
+AUDIO_DIR = Path(__file__).resolve().parents[1] / "data" / "audio"
 LABELS_CSV = Path(vipann.__file__).resolve().parent / "data" / "labels" / "audioset.csv"
 CLIPWISE_TOL = dict(atol=1e-5, rtol=0.0)
 EMBEDDING_TOL = dict(atol=1e-4, rtol=1e-5)
