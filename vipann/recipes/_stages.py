@@ -211,47 +211,27 @@ def train_stage(
     model.to(ctx.device)
     salt = 1000 * round_index
     num_classes = model.num_classes
-    if stage == "fixed":
-        for p in model.parameters():
-            p.requires_grad_(False)
+    fixed = stage == "fixed"
+    for p in model.parameters():
+        p.requires_grad_(not fixed)
+    if fixed:
         for p in head_parameters(model):
             p.requires_grad_(True)
         if features is None:
             features = stage_features(model, waves, config, ctx, config.seed + fold)
-        fit(
-            ddp_wrap(ctx, HeadModule(model)),
-            head_parameters(model),
-            feature_batches(features, targets, config, ctx, config.seed + salt, num_classes),
-            FitConfig(
-                epochs=config.fixed_epochs,
-                lr=config.lr,
-                loss=loss_config(config),
-                seed=config.seed + fold + salt,
-                desc=title,
-                amp=config.amp,
-            ),
-            multilabel=multilabel,
-            num_train=len(waves),
-            ctx=ctx,
-            checkpoint_dir=checkpoint_dir,
-            resume=config.resume,
-            progress=config.progress,
-        )
-        return features
-    for p in model.parameters():
-        p.requires_grad_(True)
+        trained, params = HeadModule(model), head_parameters(model)
+        batches = feature_batches(features, targets, config, ctx, config.seed + salt, num_classes)
+        epochs, lr, seed = config.fixed_epochs, config.lr, config.seed + fold + salt
+    else:
+        trained, params = model, model.parameters()
+        batches = wave_batches(waves, targets, config, ctx, config.seed + salt, num_classes)
+        epochs, lr = config.finetune_epochs, config.lr / config.finetune_lr_factor
+        seed = config.seed + fold + 100 + salt
     fit(
-        ddp_wrap(ctx, model),
-        model.parameters(),
-        wave_batches(waves, targets, config, ctx, config.seed + salt, num_classes),
-        FitConfig(
-            epochs=config.finetune_epochs,
-            lr=config.lr / config.finetune_lr_factor,
-            loss=loss_config(config),
-            seed=config.seed + fold + 100 + salt,
-            desc=title,
-            amp=config.amp,
-        ),
+        ddp_wrap(ctx, trained),
+        params,
+        batches,
+        FitConfig(epochs=epochs, lr=lr, loss=loss_config(config), seed=seed, desc=title, amp=config.amp),
         multilabel=multilabel,
         num_train=len(waves),
         ctx=ctx,
@@ -259,4 +239,4 @@ def train_stage(
         resume=config.resume,
         progress=config.progress,
     )
-    return None
+    return features if fixed else None
