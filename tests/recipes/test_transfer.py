@@ -96,6 +96,16 @@ def test_every_strategy_two_folds_writes_every_output(esc50, tmp_path):
     assert exported.method == "drop" and exported.num_classes == 50
     assert exported.pretrained_cfg.labels[:3] == ("dog", "rooster", "pig")
     assert "accuracy" in exported.pretrained_cfg.metrics["esc50"]
+    for strategy in results:  # every export loads as a model directory and holds the stage's weights
+        for stage in ("fixed", "finetuned"):
+            stage_dir = out / strategy / "fold2" / stage
+            exported = vipann.from_pretrained(f"local-dir:{stage_dir / 'export'}")
+            assert exported.method == strategy and exported.pretrained_source == f"local-dir:{stage_dir / 'export'}"
+            trained = load_file(str(stage_dir / "model.safetensors"))
+            state = exported.state_dict()
+            assert set(state) == set(trained)
+            for key, value in trained.items():
+                torch.testing.assert_close(state[key], value, atol=0, rtol=0, msg=key)
 
 
 def test_fixed_feature_stage_computes_the_backbone_once(esc50, tmp_path, monkeypatch):

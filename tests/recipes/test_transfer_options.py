@@ -80,7 +80,7 @@ def test_sngp_head_trains_resets_every_epoch_and_predicts_mean_field(esc50, tmp_
     original_mf = sngp.mean_field_logits
     monkeypatch.setattr(sngp, "mean_field_logits", lambda *a, **k: mean_field.append(1) or original_mf(*a, **k))
     out = tmp_path / "run"
-    results = run_transfer(_config(esc50, out, head="sngp", sngp_features=32, fixed_epochs=3))
+    results = run_transfer(_config(esc50, out, head="sngp", sngp_features=32, fixed_epochs=3, export=True))
     assert resets == [1, 1, 1]  # one GP layer, reset at the start of each of the 3 epochs
     assert mean_field  # the evaluation went through the mean-field logits
     assert 0.0 <= results["det"]["fixed"][0]["accuracy"] <= 1.0
@@ -108,6 +108,12 @@ def test_sngp_head_trains_resets_every_epoch_and_predicts_mean_field(esc50, tmp_
     torch.testing.assert_close(probs[0, 0], expected, atol=1e-5, rtol=1e-4)
     assert float(variance.min()) > 0
     assert not torch.allclose(expected, torch.softmax(logits, -1), atol=1e-4)  # mean-field changed something
+
+    # The exported model directory loads with its SNGP head and predicts the same.
+    exported = vipann.from_pretrained(f"local-dir:{stage / 'export'}")
+    assert type(exported.fc_audioset) is type(model.fc_audioset)
+    again = vipann.predict(exported, waves, num_samples=1, window_seconds=waves.shape[-1] / exported.sample_rate)
+    torch.testing.assert_close(again.probs[0], expected, atol=1e-5, rtol=1e-4)
 
 
 def test_sngp_config_errors():

@@ -3,7 +3,7 @@
 * :mod:`vipann.cli.zoo`: ``list``, ``info``, ``convert``, ``push``, ``card``;
 * :mod:`vipann.cli.evaluate`: ``predict``, ``evaluate``, ``retention``;
 * :mod:`vipann.cli.compare`: ``compare``;
-* :mod:`vipann.cli.demo`: ``demo``.
+* :mod:`vipann.cli.demo`: ``demo``, ``example-data``.
 
 Every subcommand is a small function on top of the public API, so everything the CLI does can also
 be done from Python.

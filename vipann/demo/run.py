@@ -25,7 +25,7 @@ import torch
 from vipann.demo.report import check, fmt, mean_std, render_html, table4
 from vipann.utils.atomic import write_text_atomic
 
-__all__ = ["TABLE1", "run_demo", "table1_rows"]
+__all__ = ["SIZES", "TABLE1", "run_demo", "table1_rows", "transfer_settings"]
 
 # The paper's Table 1 (ESC-50: C=50, 5 s; UrbanSound8K: C=10).
 TABLE1 = {
@@ -143,12 +143,25 @@ def _zoo_section(out: Path, eval_set, ood_set, size: dict[str, Any], seed: int, 
     return rows, checks
 
 
-def _transfer_section(
-    out: Path, downstream_root: Path, ood_root: Path, size: dict[str, Any], seed: int, progress: bool
-):
-    from vipann.recipes.transfer import TransferConfig, run_transfer
+def transfer_settings(
+    downstream_root: Path, ood_root: Path | None, size: dict[str, Any], seed: int, progress: bool
+) -> dict[str, Any]:
+    """The demo's transfer settings (:class:`~vipann.recipes.transfer.TransferConfig` fields).
 
-    common = dict(
+    Shared by ``vipann demo`` and ``vipann example-data``, so the example model is trained exactly
+    as the demo's transfer.
+
+    Args:
+        downstream_root: The generated transfer task (:func:`~vipann.datasets.synthetic.make_downstream`).
+        ood_root: The generated out-of-distribution clips, or None.
+        size: One of :data:`SIZES`.
+        seed: Seed of every random draw.
+        progress: Progress bars.
+
+    Returns:
+        Keyword arguments of ``TransferConfig`` (without ``out``, ``strategies``, ``fixed_epochs``).
+    """
+    return dict(
         dataset="synthetic_downstream",
         data_root=str(downstream_root),
         model="flip-demo",
@@ -157,14 +170,23 @@ def _transfer_section(
         num_samples=size["transfer_samples"],
         replications=size["transfer_replications"],
         feature_draws=size["feature_draws"],
-        ood_root=str(ood_root),
+        ood_root=str(ood_root) if ood_root is not None else "",
         seed=seed,
         progress=progress,
         device="cpu",
         folds=size["folds"],
         finetune_epochs=size["finetune_epochs"],
         lr=size["lr"],
+        export=True,  # every trained model is a loadable directory: OUT/transfer/<strategy>/fold1/<stage>/export
     )
+
+
+def _transfer_section(
+    out: Path, downstream_root: Path, ood_root: Path, size: dict[str, Any], seed: int, progress: bool
+):
+    from vipann.recipes.transfer import TransferConfig, run_transfer
+
+    common = transfer_settings(downstream_root, ood_root, size, seed, progress)
     transfer = run_transfer(
         TransferConfig(out=str(out / "transfer"), strategies=list(METHODS), fixed_epochs=size["fixed_epochs"], **common)
     )
@@ -318,7 +340,9 @@ def run_demo(
         *describe().splitlines(),
         "",
         f"Run time {time.perf_counter() - start:.0f} s. Figures: pretrained/<model>/*.png, transfer/<strategy>/"
-        "fold*/<stage>/*.png; every Monte-Carlo prediction is in predictions.safetensors next to them.",
+        "fold*/<stage>/*.png; every Monte-Carlo prediction is in predictions.safetensors next to them, and "
+        "every transferred model is a model directory, <stage>/export, that vipann.from_pretrained loads "
+        "as local-dir:PATH.",
     ]
     images = []
     for method in METHODS:
