@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-test demo test lint bench
+.PHONY: setup setup-test demo test lint bench docs-check
 
 setup:
 	bash scripts/setup.sh
@@ -21,5 +21,11 @@ lint: setup-test
 	$(PY) -m ruff check vipann tests benchmarks finetune
 	$(PY) -m ruff format --check vipann tests benchmarks finetune
 
+# Every benchmark in quick mode, each ratio against the baseline it measures in the same run.
 bench: setup-test
 	$(PY) benchmarks/run_all.py
+
+# Every command of README.md and docs/ that can run offline, as written, including the slow ones
+# (make demo, vipann compare, vipann example-data at full size) that the suite leaves out.
+docs-check: setup-test
+	VIPANN_DOCS_CHECK=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py

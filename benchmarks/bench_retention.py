@@ -12,7 +12,7 @@ with about 80 % accurate predictions. Timings do not depend on the values beyond
 
 Usage:
     python benchmarks/bench_retention.py            # full sizes (about 3-5 minutes on 2 cores)
-    python benchmarks/bench_retention.py --quick    # small sizes, seconds
+    python benchmarks/bench_retention.py --quick    # small sizes (N=1000, C=200), about a minute
 """
 
 from __future__ import annotations
@@ -129,6 +129,11 @@ def bench_multilabel(args, g) -> None:
     print(f"   vipann {reps} independent runs (R, N, C), 3 measures:        {t_runs:.2f} s  ->  {sk_job / t_runs:.0f}x")
     verdict = "n/a (--quick)" if args.quick else ("MET" if t_boot < 5 and sk_job / t_boot >= 100 else "MISSED")
     print(f"   target at full size: >= 100x and < 5 s for the full job -> bootstrap {verdict}")
+    sk = "scikit-learn loop (extrapolated)" if measured_curve is None else "scikit-learn loop (one curve measured)"
+    args.ratios += [
+        f"ratio: mAP retention N={n} C={c}, bootstrap, one call, vs {sk} = {sk_job / t_boot:.0f}x",
+        f"ratio: mAP retention N={n} C={c}, {reps} runs, vs {sk} = {sk_job / t_runs:.0f}x",
+    ]
     if args.device != "cpu":
         dev = torch.device(args.device)
         p_d, y_d = probs.to(dev), labels.to(dev)
@@ -173,6 +178,10 @@ def bench_multiclass(args, g) -> None:
     print(f"   vipann bootstrap, one retention_curves call: {t_boot * 1e3:.1f} ms  ->  {t_sk / t_boot:.0f}x")
     print(f"   vipann {reps} independent runs:                 {t_runs * 1e3:.1f} ms  ->  {t_sk / t_runs:.0f}x")
     print(f"   target: < 0.5 s -> {'MET' if max(t_boot, t_runs) < 0.5 else 'MISSED'}")
+    args.ratios += [
+        f"ratio: accuracy retention N={n}, bootstrap, vs scikit-learn loop (measured) = {t_sk / t_boot:.0f}x",
+        f"ratio: accuracy retention N={n}, {reps} runs, vs scikit-learn loop (measured) = {t_sk / t_runs:.0f}x",
+    ]
 
 
 def _rss_kib(field: str) -> int:
@@ -219,26 +228,46 @@ def bench_decomposition(args) -> None:
             f"   {kind:8s}: {best['time']:.2f} s (best of 2 fresh processes); peak extra memory "
             f"{extra / 2**20:.0f} MiB = {extra / best['input']:.2f}x the input"
         )
+        args.ratios.append(
+            f"ratio: {kind} decomposition S={s} N={n} C={c}, peak extra memory / input = {extra / best['input']:.2f}x"
+        )
 
 
-def main() -> None:
+FULL = dict(n_ml=20000, c_ml=527, s_dec=30, n_mc=2000, repeats=3)
+QUICK = dict(n_ml=1000, c_ml=200, s_dec=10, n_mc=1000, repeats=1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--quick", action="store_true", help=f"small sizes ({QUICK}; about a minute)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2 cores)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats for fast cases (best is kept)")
+    parser.add_argument("--n-ml", type=int, help=f"multi-label clips N (default {FULL['n_ml']})")
+    parser.add_argument("--c-ml", type=int, help=f"multi-label classes C (default {FULL['c_ml']})")
+    parser.add_argument(
+        "--s-dec", type=int, help=f"Monte-Carlo samples S of the decomposition (default {FULL['s_dec']})"
+    )
+    parser.add_argument("--n-mc", type=int, help=f"multi-class clips N (default {FULL['n_mc']})")
+    parser.add_argument("--repeats", type=int, help="timed repeats for fast cases, the best is kept (default 3)")
     parser.add_argument("--sklearn-curve", action="store_true", help="also time one whole sklearn mAP curve (~100 s)")
     parser.add_argument("--device", default="cpu", help="also time mAP retention and the decomposition on this device")
     parser.add_argument("--only", nargs="+", choices=["mc", "ml", "dec"], help="run only these sections")
     parser.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:  # explicit flags win over either size
+            setattr(args, name, value)
+    args.reps, args.c_mc = 20, 50
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args._child:
         kind, s, n, c, device = args._child
         decomposition_child(int(s), int(n), int(c), kind, device)
         return
-    args.reps = 20
-    args.n_ml, args.c_ml, args.s_dec = (4000, 527, 10) if args.quick else (20000, 527, 30)
-    args.n_mc, args.c_mc = 2000, 50
+    args.ratios = []
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, quick={args.quick}")
     only = set(args.only or ["mc", "ml", "dec"])
@@ -248,6 +277,7 @@ def main() -> None:
         bench_multilabel(args, g)
     if "dec" in only:
         bench_decomposition(args)
+    print("\n" + "\n".join(args.ratios))
 
 
 if __name__ == "__main__":
