@@ -92,3 +92,15 @@ def test_convert_push_and_card(tmp_path, capsys):
     (tmp_path / "Cnn14_DecisionLevelAtt_mAP=0.425.pth").write_bytes(path.read_bytes())
     assert main(["convert", "auto", str(tmp_path / "Cnn14_DecisionLevelAtt_mAP=0.425.pth")]) == 2
     assert "Cnn14_DecisionLevelAtt, a PANNs variant vipann does not implement" in capsys.readouterr().err
+
+
+def test_evaluate_with_other_classes_says_what_to_evaluate(tmp_path, capsys):
+    from vipann.datasets.synthetic import make_downstream
+
+    root = make_downstream(tmp_path / "downstream", clips_per_class_per_fold=1)
+    out = tmp_path / "results"
+    args = ["evaluate", "-m", "flip-demo", "--dataset", "synthetic_downstream", "--data-root", str(root)]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic_downstream has 10 classes but the model 20" in err and "vipann example-data DIR" in err
+    assert not out.exists()

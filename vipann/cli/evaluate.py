@@ -89,7 +89,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.folds:
         dataset = dataset.subset([int(f) for f in args.folds.split(",")])
     if dataset.num_classes != model.num_classes:
-        raise ValueError(f"{args.dataset} has {dataset.num_classes} classes but the model {model.num_classes}")
+        raise ValueError(
+            f"{args.dataset} has {dataset.num_classes} classes but the model {model.num_classes}: evaluate a model "
+            f"trained on {args.dataset}'s classes (the transfer recipe, finetune/finetune.py, makes one; "
+            "`vipann example-data DIR` writes one for the demo's synthetic_downstream task)"
+        )
     waves = torch.stack([dataset.load_waveform(i) for i in range(len(dataset))])
     samples = args.num_samples or model.pretrained_cfg.default_num_samples
     runs = 1 if model.method == "det" else args.replications
