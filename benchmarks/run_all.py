@@ -2,7 +2,7 @@
 
 Each ``bench_*.py`` runs in its own process (so one's memory peak or thread pool does not colour the
 next) with ``--quick`` (small sizes and architectures: a few minutes in all on 2 CPU cores), or in
-its full mode with ``--full`` (the sizes its docstring describes: an hour or more on 2 CPU cores).
+its full mode with ``--full`` (the sizes its docstring describes: ResNet54, 5-10 s clips; far longer).
 Their output is shown as it comes; at the end, every ``ratio:`` line they printed is collected into
 one summary, with each benchmark's wall time. Quick-mode ratios are for small models and inputs:
 the targets in the scripts are stated for the full sizes.

@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="write the demo's transfer task (ESC-50 layout) and a demo model transferred to it",
         description="Writes DIR/downstream (the generated 10-class task in the ESC-50 layout), DIR/ood, "
         "DIR/transfer (the transfer recipe's run, test fold 1) and DIR/<strategy>-demo-downstream "
-        "(the fine-tuned model as a model directory). About 30 s on 2 CPU cores.",
+        "(the fine-tuned model as a model directory). Under a minute on 2 CPU cores.",
         epilog=_EXAMPLE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
