@@ -17,22 +17,27 @@ import sys
 
 from vipann.cli.compare import COMPARE_FLAGS
 from vipann.recipes.compare import CompareConfig, run_compare
-from vipann.recipes.script import run_recipe_script
+from vipann.recipes.script import run_recipe_script, script_main
 
 
-def main(argv=None) -> int:
-    """Parse the config and flags, set up logging and torchrun, and run the comparison."""
+def _run(argv) -> int:
     run = run_recipe_script(
         __doc__,
         CompareConfig,
         COMPARE_FLAGS,
         run_compare,
+        command="compare",
         config_help="YAML file of settings (finetune/configs/compare-*.yaml)",
         argv=argv,
     )
     if run.ctx.is_main:
         print((run.out / "comparison.md").read_text(encoding="utf-8"))
     return 0
+
+
+def main(argv=None) -> int:
+    """Parse the config and flags, set up logging and torchrun, and run the comparison (errors: one line, status 2)."""
+    return script_main("compare.py", lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ split; --calibrated stores T in exported models), --pseudo-label-root DIR / --ps
 
 import sys
 
-from vipann.recipes.script import run_recipe_script
+from vipann.recipes.script import run_recipe_script, script_main
 from vipann.recipes.transfer import TransferConfig, run_transfer
 
 FLAGS = [
@@ -44,6 +44,7 @@ FLAGS = [
     "amp",
     "seed",
     "resume",
+    "overwrite",
     "export",
     "cache_dir",
     "kl_reduction",
@@ -71,13 +72,13 @@ FLAGS = [
 ]
 
 
-def main(argv=None) -> int:
-    """Parse the config and flags, set up logging and torchrun, and run the recipe."""
+def _run(argv) -> int:
     run = run_recipe_script(
         __doc__,
         TransferConfig,
         FLAGS,
         run_transfer,
+        command="transfer",
         config_help="YAML file of settings (finetune/configs/*.yaml)",
         argv=argv,
     )
@@ -85,6 +86,11 @@ def main(argv=None) -> int:
         summary = run.out / "summary.md"
         print(summary.read_text() if summary.exists() else "no results")
     return 0
+
+
+def main(argv=None) -> int:
+    """Parse the config and flags, set up logging and torchrun, and run the recipe (errors: one line, status 2)."""
+    return script_main("finetune.py", lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ evaluation (mAP, AUC, d-prime, uncertainty, retention curves, OOD box plots) in 
 import sys
 
 from vipann.recipes.pretrain import PretrainConfig, run_pretraining
-from vipann.recipes.script import run_recipe_script
+from vipann.recipes.script import run_recipe_script, script_main
 
 FLAGS = [
     "model",
@@ -42,17 +42,18 @@ FLAGS = [
     "amp",
     "seed",
     "resume",
+    "overwrite",
     "progress",
 ]
 
 
-def main(argv=None) -> int:
-    """Parse the config and flags, set up logging and torchrun, and run the recipe."""
+def _run(argv) -> int:
     run = run_recipe_script(
         __doc__,
         PretrainConfig,
         FLAGS,
         run_pretraining,
+        command="pretrain",
         config_help="YAML file of settings (finetune/configs/audioset-*.yaml)",
         argv=argv,
     )
@@ -60,6 +61,11 @@ def main(argv=None) -> int:
         keys = ("mAP", "AUC", "d_prime", "ECE", "mean_epistemic")
         print({k: round(v, 4) for k, v in run.result.items() if k in keys})
     return 0
+
+
+def main(argv=None) -> int:
+    """Parse the config and flags, set up logging and torchrun, and run the recipe (errors: one line, status 2)."""
+    return script_main("pretrain.py", lambda: _run(argv))
 
 
 if __name__ == "__main__":

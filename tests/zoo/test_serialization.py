@@ -8,6 +8,7 @@ from torch import nn
 
 import vipann
 from vipann.layers import LinearFlipout, MCDropout
+from vipann.utils.integrity import seal_json
 from vipann.zoo import serialization
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.convert import moped
@@ -38,10 +39,12 @@ def _assert_same_state(a, b):
 
 
 def _rewrite_config(directory, **changes):
+    # Resealed: a config that is consistent with itself but wrong, which only the deeper checks catch
+    # (an edit without a new seal is refused first: tests/zoo/test_integrity.py).
     path = directory / CONFIG_NAME
     config = json.loads(path.read_text())
     config.update(changes)
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(seal_json(config, "config_sha256")))
 
 
 def _fix_checksum(directory):

@@ -35,6 +35,7 @@ COMPARE_FLAGS = [
     "device",
     "seed",
     "resume",
+    "overwrite",
     "export",
     "plots",
     "cache_dir",

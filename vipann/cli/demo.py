@@ -41,7 +41,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sub: The subparsers object of the main parser.
     """
     p = sub.add_parser("demo", help="run the embedded end-to-end demo")
-    p.add_argument("--out", default="vipann-demo", help="output directory")
+    p.add_argument(
+        "--out",
+        default="vipann-demo",
+        help="output directory: new, empty, or an earlier demo output (which is replaced); any other folder is refused",
+    )
     p.add_argument("--quick", action="store_true", help="smaller run (for tests)")
     p.set_defaults(func=_cmd_demo)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from vipann.layers import flipout_layers
 from vipann.models.profile import count_macs, count_parameters
@@ -13,6 +14,7 @@ from vipann.zoo.checkpoint import read_torch_checkpoint
 from vipann.zoo.config import read_config
 from vipann.zoo.factory import create_model
 from vipann.zoo.hub import push_to_hub
+from vipann.zoo.identify import where_published
 from vipann.zoo.registry import get_pretrained_cfg, list_models
 from vipann.zoo.serialization import save_pretrained
 
@@ -81,6 +83,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise FileNotFoundError(
+            f"checkpoint {args.file!r} does not exist; {where_published(args.file)}; download it and run "
+            "this command on the downloaded file"
+        )
     state = read_torch_checkpoint(args.file)
     kind = args.kind
     if kind == "auto":
@@ -171,7 +178,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="flipout.pth: MOPED delta for its deterministic head (default: keep it deterministic)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing vipann model directory (any other non-empty folder is refused)",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("push", help="upload a model directory to the Hugging Face Hub")

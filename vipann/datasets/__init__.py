@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from vipann.datasets.audio import AudioInfo, audio_info, fix_length, load_audio, resample
     from vipann.datasets.base import ClipDataset
     from vipann.datasets.dcase2013 import DCASE2013, stratified_folds
-    from vipann.datasets.errors import AudioReadError, MetadataError, MissingClipsError
+    from vipann.datasets.errors import AudioReadError, MetadataError, MissingClipsError, TruncatedAudioWarning
     from vipann.datasets.esc50 import ESC10_TARGETS, ESC50
     from vipann.datasets.folder import AudioFolder, UnlabelledFolder
     from vipann.datasets.records import ClipRecord
@@ -59,6 +59,7 @@ _EXPORTS = {
     "MissingClipsError": "vipann.datasets.errors",
     "OOD_CLASS": "vipann.datasets.synthetic",
     "SyntheticDownstream": "vipann.datasets.synthetic",
+    "TruncatedAudioWarning": "vipann.datasets.errors",
     "UnlabelledFolder": "vipann.datasets.folder",
     "UrbanSound8K": "vipann.datasets.urbansound8k",
     "audio_info": "vipann.datasets.audio",
@@ -105,6 +106,7 @@ __all__ = [
     "MiniAudioSet",
     "MissingClipsError",
     "SyntheticDownstream",
+    "TruncatedAudioWarning",
     "UnlabelledFolder",
     "UrbanSound8K",
     "audio_info",

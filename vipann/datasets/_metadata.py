@@ -51,7 +51,8 @@ def read_csv(path: Path, columns: Sequence[str], dataset: str) -> pd.DataFrame:
         The table.
 
     Raises:
-        MetadataError: If the file cannot be parsed or lacks a required column.
+        MetadataError: If the file cannot be parsed, lacks a required column, or lists no rows
+            (only a header).
     """
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -62,6 +63,11 @@ def read_csv(path: Path, columns: Sequence[str], dataset: str) -> pd.DataFrame:
     if missing:
         raise MetadataError(
             f"{dataset}: {path} lacks column(s) {missing}; it has {list(table.columns)} (is this the right dataset?)"
+        )
+    if table.empty:
+        raise MetadataError(
+            f"{dataset}: {path} lists no clips (it has a header and no rows): the file is truncated or emptied; "
+            "restore it from the dataset's archive"
         )
     return table
 

@@ -22,6 +22,8 @@ import functools
 import logging
 import math
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,7 +34,7 @@ import soxr
 import torch
 from torch import Tensor
 
-from vipann.datasets.errors import AudioReadError
+from vipann.datasets.errors import AudioReadError, TruncatedAudioWarning
 
 __all__ = [
     "RESAMPLE_BACKENDS",
@@ -42,6 +44,7 @@ __all__ = [
     "load_audio",
     "resample",
     "resolve_resample_backend",
+    "wav_declared_frames",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,6 +152,47 @@ def _check_readable(path: Path) -> None:
         )
 
 
+def wav_declared_frames(path: str | os.PathLike[str]) -> int | None:
+    """The number of frames a WAV file's header declares (its ``data`` chunk size / block size).
+
+    libsndfile silently reports the frames actually present, so a file cut short (a partial
+    download or copy) looks like a shorter recording; comparing with this number tells them apart.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The declared frames, or None for a non-RIFF/WAVE file, or a header that leaves the size
+        open (0 or 0xFFFFFFFF, as streaming writers do).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            for _ in range(64):  # chunks before 'data': fmt, fact, LIST, ...
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    fmt = fh.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                    fh.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+                elif kind == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    fh.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
 def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """Read a file's header (sample rate, channels, length) without decoding it.
 
@@ -198,9 +242,13 @@ def load_audio(
         ``(T,)`` when ``mono`` else ``(channels, T)``, float32.
 
     Raises:
-        AudioReadError: If the file is missing, cannot be decoded, or holds NaN or infinite
-            samples; the message names the file.
+        AudioReadError: If the file is missing, cannot be decoded, holds no samples at all, or holds
+            NaN or infinite samples; the message names the file.
         ValueError: For a negative ``offset`` or ``duration``.
+
+    Warns:
+        TruncatedAudioWarning: When a WAV file holds fewer frames than its header declares (cut off
+            or damaged), naming both counts; the frames present are used.
 
     Example:
         >>> wave = load_audio("ESC-50-master/audio/1-100032-A-0.wav", 32000)  # doctest: +SKIP
@@ -214,6 +262,7 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as fh:
             native_sr = int(fh.samplerate)
+            present, container = int(fh.frames), fh.format
             start = min(round(offset * native_sr), fh.frames)
             frames = -1 if duration is None else round(duration * native_sr)
             if start:
@@ -221,6 +270,16 @@ def load_audio(
             data = fh.read(frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as error:
         raise AudioReadError(f"cannot decode audio {str(path)!r}: {error}", path=str(path)) from error
+    if present == 0:
+        raise AudioReadError(f"audio {str(path)!r} holds no samples (0 frames)", path=str(path))
+    declared = wav_declared_frames(path) if container == "WAV" else None
+    if declared is not None and declared > present:
+        warnings.warn(
+            f"{path}: the WAV header declares {declared} frames but the file holds {present} "
+            f"({present / declared:.0%}); it is cut off or damaged: only the {present} frames present are used",
+            TruncatedAudioWarning,
+            stacklevel=2,
+        )
     if not np.isfinite(data).all():
         raise AudioReadError(f"audio {str(path)!r} holds NaN or infinite samples", path=str(path))
     if mono:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["AudioReadError", "MetadataError", "MissingClipsError"]
+__all__ = ["AudioReadError", "MetadataError", "MissingClipsError", "TruncatedAudioWarning"]
 
 # How many offending names an error message spells out before it summarises the rest.
 _MAX_LISTED = 20
@@ -21,6 +21,10 @@ class AudioReadError(OSError):
         # One positional argument only: DataLoader workers re-create exceptions as ``cls(message)``.
         super().__init__(message)
         self.path = path
+
+
+class TruncatedAudioWarning(UserWarning):
+    """An audio file holds fewer samples than its header declares (cut off or damaged); what is there is used."""
 
 
 class MissingClipsError(FileNotFoundError):

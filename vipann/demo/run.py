@@ -24,6 +24,7 @@ import torch
 
 from vipann.demo.report import check, fmt, mean_std, render_html, table4
 from vipann.utils.atomic import write_text_atomic
+from vipann.utils.outdirs import claim_output_dir
 
 __all__ = ["SIZES", "TABLE1", "run_demo", "table1_rows", "transfer_settings"]
 
@@ -245,6 +246,10 @@ def run_demo(
 
     Returns:
         0 (the report states which claims hold; a run where some do not is still a valid run).
+
+    Raises:
+        vipann.utils.outdirs.OutputDirError: When ``out`` holds files the demo did not write (the
+            previous content of a demo's own output directory is replaced).
     """
     from vipann.datasets import UnlabelledFolder
     from vipann.datasets.synthetic import (
@@ -255,7 +260,8 @@ def run_demo(
     )
 
     start = time.perf_counter()
-    out = Path(out)
+    # The demo replaces its own earlier output, and never touches a folder of anything else.
+    out = claim_output_dir(out, "demo", clear=True, recognise=lambda d: (d / "checks.json").is_file())
     size = SIZES["quick" if quick else "full"]
     cache = Path(os.environ.get("VIPANN_CACHE_DIR", Path.home() / ".cache" / "vipann")) / "synthetic"
     print("[1/4] generating the corpus (cached after the first run) ...", flush=True)

@@ -26,7 +26,7 @@ from torch import Tensor
 import vipann.evaluation.plots as plotting
 import vipann.metrics as metrics
 from vipann.uncertainty import decompose
-from vipann.utils.atomic import fsync_path, write_csv_atomic, write_json_atomic
+from vipann.utils.atomic import fsync_path, set_default_mode, write_csv_atomic, write_json_atomic
 
 __all__ = ["Evaluation", "evaluate_runs", "write_evaluation", "write_json_atomic"]
 
@@ -228,6 +228,7 @@ def write_evaluation(
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=meta)
+            set_default_mode(tmp)  # mkstemp makes 0600; outputs follow the umask
             fsync_path(tmp)
             os.replace(tmp, directory / "predictions.safetensors")
         except BaseException:

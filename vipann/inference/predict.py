@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from vipann.inference.sampler import make_sampler
 from vipann.inference.windows import as_clips, batch_windows, cut_windows, window_starts
 from vipann.uncertainty import Decomposition, decompose, decompose_variance
+from vipann.utils.devices import check_device
 
 __all__ = ["Prediction", "predict", "window_starts"]
 
@@ -99,8 +100,14 @@ class Prediction:
             k: How many classes.
 
         Returns:
-            For every clip, ``(label, mean probability, std)`` tuples, most probable first.
+            For every clip, ``(label, mean probability, std)`` tuples, most probable first (all
+            classes when ``k`` is larger than their number).
+
+        Raises:
+            ValueError: If ``k`` is not a positive integer.
         """
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive number of classes, got {k}")
         k = min(int(k), self.probs.shape[-1])
         mean, std = self.mean, self.std
         values, index = mean.topk(k, dim=-1)
@@ -162,8 +169,9 @@ def predict(
         :class:`~vipann.Ensemble` of ``M`` members).
 
     Raises:
-        ValueError: On empty, non-finite or mis-shaped audio, a sample-rate mismatch, or bad
-            arguments.
+        ValueError: On empty, non-finite, far too loud or mis-shaped audio (including a
+            ``(samples, channels)`` array), a sample-rate mismatch, a device this machine does not
+            have, a model on the ``meta`` device, or bad arguments.
         TypeError: On integer audio.
 
     Example:
@@ -193,9 +201,14 @@ def predict(
             stacklevel=2,
         )
     if device is not None:
-        model.to(device)
+        model.to(check_device(device))
     param = next(model.parameters())
     device = param.device
+    if device.type == "meta":
+        raise ValueError(
+            "the model is on the 'meta' device: it has shapes but no weights, so it cannot predict; load a "
+            "trained model (vipann.from_pretrained) or create it on 'cpu' / 'cuda'"
+        )
     if isinstance(generator, int):
         generator = torch.Generator(device=device).manual_seed(generator)
     for name, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vipann.models.waveform import channels_last_hint, check_audio_values
+
 __all__ = ["as_clips", "batch_windows", "cut_windows", "window_starts"]
 
 
@@ -43,7 +45,9 @@ def as_clips(waveforms: Tensor | np.ndarray | Sequence, sample_rate: int | None,
         The clips.
 
     Raises:
-        ValueError: For a sample-rate mismatch, a wrong shape, or empty or non-finite clips.
+        ValueError: For a sample-rate mismatch, a wrong shape (including ``(samples, channels)``
+            audio), empty clips, or samples :func:`vipann.models.waveform.check_audio_values` refuses
+            (NaN, infinite, far too loud, or on the ``meta`` device).
         TypeError: For integer audio.
     """
     if sample_rate is not None and int(sample_rate) != model.sample_rate:
@@ -58,6 +62,11 @@ def as_clips(waveforms: Tensor | np.ndarray | Sequence, sample_rate: int | None,
             raise ValueError(
                 f"waveforms must be (samples,), (batch, samples) or a list of clips, got {tuple(tensor.shape)}"
             )
+        transposed = channels_last_hint(tensor.shape, model.min_samples)
+        if transposed is not None:
+            raise ValueError(transposed)
+        if tensor.is_floating_point():
+            check_audio_values(tensor)
         clips = list(tensor)
     else:
         clips = [torch.as_tensor(c) for c in waveforms]
@@ -70,8 +79,8 @@ def as_clips(waveforms: Tensor | np.ndarray | Sequence, sample_rate: int | None,
             raise TypeError(f"clip {i} has dtype {clip.dtype}; pass float audio in [-1, 1] (int16 PCM: x / 32768)")
         if clip.numel() == 0:
             raise ValueError(f"clip {i} is empty")
-        if not torch.isfinite(clip).all():
-            raise ValueError(f"clip {i} contains NaN or inf samples")
+        if not isinstance(waveforms, (Tensor, np.ndarray)):
+            check_audio_values(clip, [f"clip {i}"])
     return clips
 
 

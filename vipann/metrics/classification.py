@@ -8,6 +8,7 @@ distinct score is one threshold, so tied clips enter the ranking together.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -15,6 +16,7 @@ from torch import Tensor
 from vipann.metrics._checks import check_class_targets, check_multihot, check_scores, check_tensor
 
 __all__ = [
+    "UndefinedMetricWarning",
     "accuracy",
     "average_precision",
     "d_prime",
@@ -25,6 +27,28 @@ __all__ = [
 
 # Elements of the (classes, N) block processed at a time by the ranking metrics.
 _BLOCK_ELEMENTS = 1 << 21
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A ranking metric is undefined for some classes (no positive clip, or no negative one)."""
+
+
+def _warn_undefined(values: Tensor, metric: str, lacking: str, outcome: str) -> None:
+    """Warn, naming them, about the classes whose ``metric`` is NaN (undefined)."""
+    undefined = torch.isnan(values.reshape(-1))
+    count = int(undefined.sum())
+    if count == 0:
+        return
+    if values.dim() == 0:
+        warnings.warn(f"{metric} is undefined: the labels have {lacking}; it is NaN", UndefinedMetricWarning, 3)
+        return
+    index = undefined.nonzero().flatten().tolist()
+    shown = ", ".join(str(i) for i in index[:20]) + (f" (+{count - 20} more)" if count > 20 else "")
+    warnings.warn(
+        f"{metric}: {count} of {values.numel()} classes have {lacking} and {outcome}: class indices {shown}",
+        UndefinedMetricWarning,
+        stacklevel=3,
+    )
 
 
 def accuracy(probs_or_logits: Tensor, targets: Tensor) -> Tensor:
@@ -134,7 +158,8 @@ def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
 
     Returns:
         ``(C,)`` float64 APs, or a 0-d tensor for 1-d input. Classes without any positive get NaN
-        (scikit-learn returns 0 with a warning); see :func:`mean_average_precision`.
+        (scikit-learn returns 0), with an :class:`UndefinedMetricWarning` naming them; see
+        :func:`mean_average_precision`.
 
     Raises:
         ValueError: Wrong shapes, empty input, NaN/inf scores, or non-binary targets.
@@ -142,7 +167,9 @@ def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
     References:
         Zhu, "Recall, precision and average precision", 2004; scikit-learn ``average_precision_score``.
     """
-    return _per_class(scores, targets, _ap_block)
+    ap = _per_class(scores, targets, _ap_block)
+    _warn_undefined(ap, "average precision", "no positive clip", "get NaN")
+    return ap
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor, *, ignore_empty: bool = True) -> Tensor:
@@ -159,7 +186,8 @@ def mean_average_precision(scores: Tensor, targets: Tensor, *, ignore_empty: boo
             ``average_precision_score(average="macro")`` does (with a warning).
 
     Returns:
-        A 0-d float64 tensor (NaN if no class has a positive and ``ignore_empty`` is True).
+        A 0-d float64 tensor (NaN if no class has a positive and ``ignore_empty`` is True). Classes
+        without a positive are named in an :class:`UndefinedMetricWarning` (skipped, or counted as 0).
 
     Raises:
         ValueError: Invalid input (see :func:`average_precision`).
@@ -168,7 +196,9 @@ def mean_average_precision(scores: Tensor, targets: Tensor, *, ignore_empty: boo
         Gemmeke et al., "Audio Set: An ontology and human-labeled dataset for audio events", ICASSP 2017;
         Kong et al., "PANNs: Large-scale pretrained audio neural networks", IEEE/ACM TASLP 2020.
     """
-    ap = average_precision(scores, targets).reshape(-1)
+    ap = _per_class(scores, targets, _ap_block).reshape(-1)
+    outcome = "are left out of the mean" if ignore_empty else "are counted as AP = 0"
+    _warn_undefined(ap, "mAP", "no positive clip", outcome)
     return ap.nanmean() if ignore_empty else ap.nan_to_num(0.0).mean()
 
 
@@ -187,7 +217,8 @@ def roc_auc(scores: Tensor, targets: Tensor) -> Tensor:
         targets: Ground truth.
 
     Returns:
-        ``(C,)`` float64 AUCs (0-d for 1-d input); NaN for classes lacking positives or negatives.
+        ``(C,)`` float64 AUCs (0-d for 1-d input); NaN for classes lacking positives or negatives,
+        named in an :class:`UndefinedMetricWarning`.
 
     Raises:
         ValueError: Invalid input (see :func:`average_precision`).
@@ -195,7 +226,9 @@ def roc_auc(scores: Tensor, targets: Tensor) -> Tensor:
     References:
         Fawcett, "An introduction to ROC analysis", Pattern Recognition Letters 27, 2006.
     """
-    return _per_class(scores, targets, _auc_block)
+    auc = _per_class(scores, targets, _auc_block)
+    _warn_undefined(auc, "ROC AUC", "no positive or no negative clip", "get NaN")
+    return auc
 
 
 def macro_roc_auc(scores: Tensor, targets: Tensor, *, ignore_empty: bool = True) -> Tensor:
@@ -211,7 +244,7 @@ def macro_roc_auc(scores: Tensor, targets: Tensor, *, ignore_empty: bool = True)
             if any class lacks one of them (as scikit-learn does).
 
     Returns:
-        A 0-d float64 tensor.
+        A 0-d float64 tensor. Classes left out are named in an :class:`UndefinedMetricWarning`.
 
     Raises:
         ValueError: Invalid input, or an undefined class with ``ignore_empty=False``.
@@ -219,11 +252,12 @@ def macro_roc_auc(scores: Tensor, targets: Tensor, *, ignore_empty: bool = True)
     References:
         Fawcett, "An introduction to ROC analysis", Pattern Recognition Letters 27, 2006.
     """
-    auc = roc_auc(scores, targets).reshape(-1)
+    auc = _per_class(scores, targets, _auc_block).reshape(-1)
     undefined = torch.isnan(auc)
     if not ignore_empty and bool(undefined.any()):
         bad = undefined.nonzero().flatten()[:10].tolist()
         raise ValueError(f"ROC AUC is undefined for classes without both positives and negatives: {bad}")
+    _warn_undefined(auc, "macro ROC AUC", "no positive or no negative clip", "are left out of the mean")
     return auc.nanmean()
 
 

@@ -51,6 +51,7 @@ from vipann.models.blocks import (
     mobilenet_v1_features,
 )
 from vipann.models.frontend import FrontendConfig, LogMelFrontend
+from vipann.models.waveform import channels_last_hint
 
 __all__ = ["ARCHITECTURES", "METHODS", "PANN", "POOLINGS", "ArchSpec"]
 
@@ -283,6 +284,9 @@ class PANN(nn.Module):
         if waveform.dim() != 2:
             hint = " (add a batch axis with `x.unsqueeze(0)`)" if waveform.dim() == 1 else ""
             raise ValueError(f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}{hint}")
+        transposed = channels_last_hint(waveform.shape, self.min_samples)
+        if transposed is not None:
+            raise ValueError(transposed)
         if waveform.shape[-1] < self.min_samples:
             raise ValueError(
                 f"clips of {waveform.shape[-1]} samples are too short for {self.arch}: it needs at least "

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from vipann.calibration.posthoc import collect_logits, set_temperature
 from vipann.evaluation import evaluate_runs, write_evaluation
 from vipann.recipes._temperature import write_temperature_outputs
 from vipann.train.distributed import DistContext, all_gather_rows
+from vipann.train.state import save_weights as write_weights
 from vipann.utils.atomic import write_json_atomic
 
 __all__ = [
@@ -108,11 +108,8 @@ def mc_logits(
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """``model.state_dict()`` as safetensors, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), {"format": "pt"})
-    tmp.replace(path)
+    """``model.state_dict()`` as safetensors, atomically, with the checksum of its tensors (verified on resume)."""
+    write_weights(path, model.state_dict())
 
 
 def _export(model: nn.Module, directory: Path, scalars: dict, config: Any, title: str, temperature: float | None):

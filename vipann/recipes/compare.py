@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from vipann.recipes._outputs import STAGES
-from vipann.recipes.config import save_config
+from vipann.recipes.config import prepare_run_dir, save_config
 from vipann.recipes.transfer import TransferConfig, run_transfer
 from vipann.train.distributed import DistContext
 from vipann.utils.atomic import write_json_atomic, write_text_atomic
@@ -144,7 +144,9 @@ class CompareConfig:
         on_error: ``raise`` or ``skip`` missing or unreadable clips.
         device: ``cpu``, ``cuda`` or empty for automatic.
         seed: Seed of everything random.
-        resume: Continue a killed comparison in ``out``.
+        resume: Continue a killed comparison in ``out`` (refused when a setting that affects the
+            results differs from its).
+        overwrite: Delete a previous comparison in ``out`` and start over.
         export: Save every trained model in the zoo layout.
         plots: Render every stage's PNG figures (off: the comparison needs only the numbers).
         cache_dir: Where decoded audio is cached.
@@ -178,6 +180,7 @@ class CompareConfig:
     device: str = ""
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     export: bool = False
     plots: bool = False
     cache_dir: str = ""
@@ -390,13 +393,16 @@ def run_compare(config: CompareConfig, ctx: DistContext | None = None) -> list[d
         The table rows (see :func:`comparison_rows`) on rank 0, an empty list elsewhere.
 
     Raises:
-        ValueError: For invalid settings or data.
+        ValueError: For invalid settings or data, or ``resume`` with settings other than the run's.
+        vipann.utils.outdirs.OutputDirError: When ``out`` holds files of something else, or a previous
+            comparison and neither ``resume`` nor ``overwrite`` is set.
     """
     if ctx is None:
         from vipann.train.distributed import init_distributed
 
         ctx = init_distributed(config.device or None)
-    out = Path(config.out)
+    out = prepare_run_dir(config, "compare", check_only=not ctx.is_main)  # before any work: refusals come first
+    ctx.barrier()
     if config.dataset:
         data = {
             "dataset": config.dataset,
@@ -413,7 +419,6 @@ def run_compare(config: CompareConfig, ctx: DistContext | None = None) -> list[d
         ctx.barrier()
         data = data or _demo_data(config)  # other processes find the generated folders
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     for name, method in _runs(config).items():
         logger.info("compare: training %s (%s)", name, method.label)

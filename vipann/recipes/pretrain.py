@@ -20,19 +20,20 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from vipann.evaluation import evaluate_runs, write_evaluation
 from vipann.models.augment import Mixup, do_mixup
 from vipann.models.pann import PANN
-from vipann.recipes.config import save_config
+from vipann.recipes.config import prepare_run_dir, save_config
 from vipann.train.distributed import DistContext, all_gather_rows, init_distributed
 from vipann.train.losses import LossConfig, elbo_loss
 from vipann.train.samplers import BalancedSampler, RandomSampler
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
 from vipann.utils.atomic import write_json_atomic
+from vipann.utils.dirswap import recover_dir
 
 __all__ = ["PretrainConfig", "build_model", "load_training_data", "run_pretraining"]
 
@@ -74,7 +75,9 @@ class PretrainConfig:
         device: ``cpu``, ``cuda`` or empty (automatic).
         amp: bfloat16 autocast on CUDA.
         seed: Seed of everything random.
-        resume: Continue from the checkpoint in ``out``.
+        resume: Continue from the checkpoint in ``out`` (refused when a setting that affects the
+            results differs from the run's).
+        overwrite: Delete a previous run in ``out`` and start over.
         progress: Progress bar.
     """
 
@@ -108,7 +111,11 @@ class PretrainConfig:
     amp: bool = False
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
+
+    #: ``resume`` may train a run for more steps than it was started with (never fewer).
+    RESUME_MAY_INCREASE: ClassVar[tuple[str, ...]] = ("steps",)
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -237,9 +244,8 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
         vipann.datasets.hdf5.HDF5FormatError: For corrupt or truncated HDF5 files.
     """
     ctx = ctx or init_distributed(config.device or None)
-    out = Path(config.out)
+    out = prepare_run_dir(config, "pretrain", check_only=not ctx.is_main)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     from vipann.zoo.registry import get_pretrained_cfg
 
@@ -265,6 +271,8 @@ def run_pretraining(config: PretrainConfig, ctx: DistContext | None = None) -> d
     mixup = Mixup(config.mixup_alpha) if mixing else None
     ckpt = out / "checkpoint"
     step, history = 0, []
+    if config.resume:
+        recover_dir(ckpt.absolute())  # a checkpoint save killed between its two renames is finished first
     if config.resume and (ckpt / "state.json").is_file():
         state = load_state(ckpt, map_location=ctx.device)
         model.load_state_dict(state["model"])

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from vipann.datasets import ClipDataset, get_dataset
@@ -43,9 +42,10 @@ from vipann.recipes._outputs import STAGES, finish_stage, save_weights, stage_do
 from vipann.recipes._semi import load_folder, load_pool, pseudo_label_rounds
 from vipann.recipes._stages import set_sngp_lengthscale, train_stage
 from vipann.recipes._temperature import stratified_split
-from vipann.recipes.config import save_config
+from vipann.recipes.config import prepare_run_dir, save_config
 from vipann.recipes.transfer_config import TransferConfig
 from vipann.train.distributed import DistContext
+from vipann.train.state import load_weights
 from vipann.train.transfer import STRATEGIES, build_transfer_model
 from vipann.utils.atomic import write_json_atomic
 
@@ -183,15 +183,17 @@ def run_transfer(config: TransferConfig, ctx: DistContext | None = None) -> dict
         ``{strategy: {stage: [metrics of each fold]}}`` on rank 0 (empty dicts elsewhere).
 
     Raises:
-        ValueError: For invalid settings or data; vipann.datasets errors for missing/unreadable clips.
+        ValueError: For invalid settings or data, or ``resume`` with settings other than the run's;
+            vipann.datasets errors for missing/unreadable clips.
+        vipann.utils.outdirs.OutputDirError: When ``out`` holds files of something else, or a previous
+            run and neither ``resume`` nor ``overwrite`` is set.
     """
     if ctx is None:
         from vipann.train.distributed import init_distributed
 
         ctx = init_distributed(config.device or None)
-    out = Path(config.out)
+    out = prepare_run_dir(config, "transfer", check_only=not ctx.is_main)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     results: dict[str, dict[str, list[dict]]] = {}
     for strategy in config.strategies:
@@ -263,7 +265,7 @@ def _run_fold(
             previous = config.stages[:stage_index]
             if previous:  # resumed after an earlier stage, or another process's member: its weights
                 weights = member_root[m] / previous[-1] / "model.safetensors"
-                model.load_state_dict(load_file(str(weights), device=str(ctx.device)))
+                model.load_state_dict(load_weights(weights, device=ctx.device))
             models[m] = model
         return models[m]
 
@@ -281,7 +283,7 @@ def _run_fold(
             member_config = dataclasses.replace(config, seed=config.seed + m)
             weights = member_root[m] / stage / "model.safetensors"
             if ensemble and config.resume and weights.is_file():
-                model.load_state_dict(load_file(str(weights), device=str(ctx.device)))
+                model.load_state_dict(load_weights(weights, device=ctx.device))
                 continue
             member_title = f"{title}, member {m}" if ensemble else title
             same_trunk = not config.from_scratch and model.first_stochastic_stage() >= len(model.trunk_names)

@@ -69,7 +69,10 @@ class TransferConfig:
         device: ``cpu``, ``cuda`` or empty for automatic.
         amp: Mixed precision on CUDA.
         seed: Seed of everything random.
-        resume: Continue a killed run in ``out``.
+        resume: Continue a killed or finished run in ``out`` (refused when a setting that affects the
+            results differs from the run's).
+        overwrite: Delete a previous run in ``out`` and start over (``out`` must hold a run of this
+            recipe, or nothing).
         export: Save every trained model in the zoo layout (``save_pretrained``).
         cache_dir: Where decoded audio is cached (default: vipann's cache folder).
         progress: Progress bars.
@@ -121,6 +124,7 @@ class TransferConfig:
     amp: bool = False
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     export: bool = False
     cache_dir: str = ""
     progress: bool = True
@@ -130,6 +134,10 @@ class TransferConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume and overwrite exclude each other: --resume continues a run, --overwrite restarts it"
+            )
         if not self.data_root:
             raise ValueError("data_root is required: the dataset folder as distributed (--data-root DIR)")
         if not self.stages or [s for s in STAGES if s in self.stages] != list(self.stages):

@@ -11,6 +11,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from vipann.models.pann import PANN
+from vipann.models.waveform import check_audio_values
 from vipann.tagging.weights import load_model
 
 __all__ = ["PannsInference"]
@@ -84,6 +85,8 @@ class PannsInference:
             wave = torch.from_numpy(np.require(np.asarray(audio), requirements=("C_CONTIGUOUS", "WRITEABLE")))
         if wave.dim() == 1:
             wave = wave[None]
+        if wave.is_floating_point() or wave.device.type == "meta":
+            check_audio_values(wave)  # the same rule as vipann.predict: no NaN, inf or overflowing samples
         if wave.is_floating_point():
             wave = wave.to(torch.float32)  # panns-inference also computes in float32
         return wave.to(self.device)

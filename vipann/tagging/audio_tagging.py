@@ -199,7 +199,9 @@ class AudioTagging(PannsInference):
 
         Raises:
             TypeError: For integer audio (pass float in [-1, 1]).
-            ValueError: For a wrong shape, clips that are too short, or a sample-rate mismatch.
+            ValueError: For a wrong shape (a ``(samples, channels)`` array included), clips that are too
+                short, a sample-rate mismatch, or samples :func:`vipann.predict` refuses too (NaN,
+                infinite, far too loud, or on the ``meta`` device).
         """
         samples = self._samples(num_samples, return_uncertainty)
         wave = self.model.check_waveform(self._waveform(audio), sample_rate)

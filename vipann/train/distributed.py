@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vipann.utils.devices import check_device
+
 __all__ = ["DistContext", "all_gather_rows", "broadcast_object", "init_distributed", "shutdown"]
 
 
@@ -78,11 +80,12 @@ def init_distributed(device: str | torch.device | None = None, timeout_s: float 
         The :class:`DistContext` of this process.
 
     Raises:
-        RuntimeError: If CUDA is requested but not available.
+        ValueError: For a device this machine does not have (e.g. ``cuda`` without CUDA).
     """
-    want = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if want.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA device is available; use --device cpu")
+    if device is not None:
+        want = check_device(device)
+    else:
+        want = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext(device=want)

@@ -29,6 +29,7 @@ from vipann.calibration.sngp import RandomFeatureGP, all_reduce_sngp_precision, 
 from vipann.train.distributed import DistContext
 from vipann.train.losses import LossConfig, elbo_loss
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
+from vipann.utils.dirswap import recover_dir
 
 __all__ = ["EpochResult", "FitConfig", "ddp_wrap", "fit", "iterate_tensors", "shuffled_batches"]
 
@@ -163,6 +164,8 @@ def fit(
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     module = getattr(model, "module", model)
     signature = {"epochs": config.epochs, "lr": config.lr, "seed": config.seed, "params": len(params)}
+    if resume and ckpt is not None:
+        recover_dir(ckpt.absolute())  # a checkpoint save killed between its two renames is finished first
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
         state = load_state(ckpt, map_location=ctx.device)
         if state["signature"] != signature:

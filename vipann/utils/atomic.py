@@ -11,11 +11,54 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_path", "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "current_umask",
+    "fsync_path",
+    "set_default_mode",
+    "write_csv_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux ``/proc``).
+
+    Returns:
+        The umask bits (e.g. ``0o022``).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it and put it back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def set_default_mode(path: str | os.PathLike[str]) -> None:
+    """Give a file or directory the permissions a plain ``open``/``mkdir`` would: 0666/0777 minus the umask.
+
+    Temporary files and directories (``mkstemp``, ``mkdtemp``) and some writers (safetensors) create
+    0600/0700 entries; renamed into place, they would keep those permissions whatever the umask.
+
+    Args:
+        path: The file or directory.
+    """
+    path = Path(path)
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -56,6 +99,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        set_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "check_state_dict", "load_state_dict_strict", "read_torch_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "check_finite",
+    "check_state_dict",
+    "load_state_dict_strict",
+    "read_torch_checkpoint",
+]
 
 _SHOW = 8
 
@@ -68,6 +74,28 @@ def check_state_dict(
         raise CheckpointError(f"{source} does not fit {target}: " + "; ".join(problems) + hint)
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """Refuse weights holding NaN or infinite values (they would make every prediction NaN).
+
+    Args:
+        state_dict: The tensors.
+        source: How to name them in the message.
+
+    Raises:
+        CheckpointError: Naming the tensors with non-finite values.
+    """
+    bad = [
+        name
+        for name, tensor in state_dict.items()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds NaN or infinite weights in {_listing('tensors', bad)}; the model would predict NaN. "
+            "The file is damaged or the training diverged: use another checkpoint"
+        )
+
+
 def load_state_dict_strict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -107,7 +135,8 @@ def read_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        CheckpointError: If the file cannot be unpickled safely or holds no state dict.
+        CheckpointError: If the file cannot be unpickled safely, holds no state dict, or holds
+            NaN or infinite weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,11 +144,18 @@ def read_torch_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / unsafe pickles
+        # torch's message runs over several lines (and suggests weights_only=False, which would run any
+        # code the file holds); keep the line that says what was found.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
         raise CheckpointError(
             f"cannot read {path.name} as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: "
-            f"{exc}); is the file complete and a .pth state dict?"
+            f"{detail}); the file is damaged, is not a .pth state dict, or holds Python objects besides tensors, "
+            "which vipann never unpickles (they could run code)"
         ) from exc
-    return state_dict_from_object(obj, source=path.name)
+    state = state_dict_from_object(obj, source=path.name)
+    check_finite(state, source=path.name)
+    return state
 
 
 def state_dict_from_object(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,23 +20,35 @@ from typing import Any
 from vipann.datasets.labels import get_labels
 from vipann.models.frontend import FrontendConfig
 from vipann.models.pann import ARCHITECTURES, METHODS, PANN
+from vipann.utils.integrity import IntegrityError, check_json_seal
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, is_model
 
 __all__ = [
     "CONFIG_NAME",
+    "CONFIG_SHA256",
     "FORMAT_VERSION",
+    "MODEL_FILES",
     "README_NAME",
     "WEIGHTS_NAME",
     "cfg_from_config",
+    "is_model_dir",
     "read_config",
     "validate_config",
 ]
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 README_NAME = "README.md"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+#: The field of ``config.json`` holding the SHA-256 of the rest of the file (see
+#: :func:`vipann.utils.integrity.seal_json`). With ``weights_sha256`` it covers every file that
+#: changes what a model computes or reports; ``README.md`` (the model card) is documentation, never read.
+CONFIG_SHA256 = "config_sha256"
+#: The files of a model directory.
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, README_NAME})
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NoneType = type(None)
@@ -70,6 +83,7 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "extra": (dict,),
     "temperature": (int, float, list, _NoneType),
     "head": (dict, _NoneType),
+    CONFIG_SHA256: (str,),
 }
 _MODEL_ARGS = frozenset(inspect.signature(PANN.__init__).parameters) - {"self", "arch", "method", "num_classes"}
 
@@ -151,7 +165,8 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: If the directory or its ``config.json`` does not exist.
-        CheckpointError: If the file is not valid JSON or does not follow the schema.
+        CheckpointError: If the file is not valid JSON, does not follow the schema, or does not match
+            its own checksum (``config_sha256``: edited or corrupted after it was saved).
     """
     directory = Path(directory)
     path = directory / CONFIG_NAME
@@ -166,7 +181,42 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    return validate_config(config, source=str(path))
+    validate_config(config, source=str(path))
+    try:
+        sealed = check_json_seal(config, CONFIG_SHA256, source=str(path))
+    except IntegrityError as exc:
+        raise CheckpointError(
+            f"{exc}; labels, the multi-label flag, the front end or other settings may have changed, which changes "
+            "what the model computes or reports. Download or save the model again (to change its metadata, load it, "
+            "edit model.pretrained_cfg and save_pretrained it)"
+        ) from None
+    if not sealed:
+        logger.warning(
+            "%s has no %s (written by an earlier vipann): its content is not covered by a checksum; save the model "
+            "again to add one",
+            path,
+            CONFIG_SHA256,
+        )
+    return config
+
+
+def is_model_dir(directory: str | os.PathLike[str]) -> bool:
+    """Whether a directory is a vipann model directory (its ``config.json`` is a vipann config).
+
+    Only the file's identity is checked (a JSON object with ``vipann_version`` and
+    ``weights_sha256``), not its validity: a damaged model directory is still one.
+
+    Args:
+        directory: The directory.
+
+    Returns:
+        True for a vipann model directory.
+    """
+    try:
+        config = json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and "vipann_version" in config and "weights_sha256" in config
 
 
 def cfg_from_config(config: Mapping[str, Any]) -> PretrainedCfg:

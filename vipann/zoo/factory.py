@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from vipann.models.pann import PANN
+from vipann.utils.dirswap import recover_dir
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, is_model
 
@@ -109,9 +110,12 @@ def _parse_source(name_or_source: str) -> tuple[str, str, str | None]:
         return "hf-hub", check_repo_id(repo), rev or None
     if name_or_source.startswith("local-dir:"):
         path = name_or_source[len("local-dir:") :]
+        recover_dir(os.path.abspath(path))  # a save of it killed between its two renames is finished first
         if not os.path.isdir(path):
             raise FileNotFoundError(f"local-dir: {path!r} is not a directory")
         return "local-dir", path, None
+    if os.sep in name_or_source or "/" in name_or_source:
+        recover_dir(os.path.abspath(name_or_source))
     is_dir = os.path.isdir(name_or_source)
     if is_model(name_or_source):
         if is_dir:

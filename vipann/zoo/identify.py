@@ -19,7 +19,13 @@ import torch
 
 from vipann.models.pann import ARCHITECTURES, PANN
 from vipann.zoo.checkpoint import CheckpointError
-from vipann.zoo.registry import PANNS_RELEASE, split_model_name
+from vipann.zoo.registry import (
+    PANNS_INFERENCE_FILES,
+    PANNS_RELEASE,
+    PANNS_ZENODO,
+    VIPANN_CHECKPOINTS,
+    split_model_name,
+)
 
 __all__ = [
     "FRONTEND_KEYS",
@@ -28,6 +34,7 @@ __all__ = [
     "describe_conversion",
     "detect_architecture",
     "resolve_architecture",
+    "where_published",
 ]
 
 _PathLike = str | os.PathLike[str]
@@ -47,6 +54,30 @@ _UNSUPPORTED_NAMES = {
     "16k": "a 16 kHz model (Cnn14_16k)",
     "8k": "an 8 kHz model (Cnn14_8k)",
 }
+
+
+def where_published(path: _PathLike) -> str:
+    """Where the original checkpoint a file name refers to is published (for a missing file).
+
+    Args:
+        path: The checkpoint file the user gave.
+
+    Returns:
+        A sentence naming the publication (Zenodo record 3987831 for the PANNs release files, the
+        VI-PANN repository for ``deterministic.pth`` / ``flipout.pth``), with the download URL when
+        the file name is a known one.
+    """
+    name = os.path.basename(os.fspath(path))
+    for arch, (release, _) in PANNS_RELEASE.items():
+        if name in (release, PANNS_INFERENCE_FILES.get(arch)):
+            url = f"{PANNS_ZENODO}/files/{release.replace('=', '%3D')}?download=1"
+            return f"{name} is the PANNs release checkpoint {release}, published in Zenodo record 3987831: {url}"
+    if name in ("deterministic.pth", "flipout.pth"):
+        return f"{name} is a VI-PANN checkpoint, published with the VI-PANN code: {VIPANN_CHECKPOINTS}"
+    return (
+        f"the PANNs release checkpoints (e.g. Cnn14_mAP=0.431.pth) are published in Zenodo record 3987831 "
+        f"({PANNS_ZENODO}), VI-PANN's deterministic.pth and flipout.pth at {VIPANN_CHECKPOINTS}"
+    )
 
 
 def _flipout_prefixes(sd: Mapping[str, torch.Tensor]) -> set[str]:

@@ -7,19 +7,20 @@ and read back by :func:`vipann.from_pretrained` from the Hub or from disk.
 ``config.json`` holds everything needed to rebuild the network and to use it correctly:
 architecture, method, constructor arguments, classes and their names, the multi-label flag, the
 front end (the weights are only valid at its sample rate), the recommended number of Monte-Carlo
-samples, the provenance, and the SHA-256 of the weights file. Loading checks all of it and checks
-every tensor name and shape; a model is returned only when everything fits.
+samples, the provenance, the SHA-256 of the weights file and (``config_sha256``) of its own content.
+Loading checks all of it, every tensor name and shape, and that every weight is finite; a model is
+returned only when everything fits.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,21 @@ from safetensors.torch import load_file, save_file
 
 from vipann._version import __version__
 from vipann.models.pann import PANN
-from vipann.utils.atomic import fsync_path
+from vipann.utils.atomic import fsync_path, set_default_mode
+from vipann.utils.dirswap import make_staging_dir, recover_dir, swap_into_place
+from vipann.utils.integrity import seal_json, sha256_file
+from vipann.utils.outdirs import check_replaceable
 from vipann.zoo.cards import render_card
-from vipann.zoo.checkpoint import CheckpointError, check_state_dict
+from vipann.zoo.checkpoint import CheckpointError, check_finite, check_state_dict
 from vipann.zoo.config import (
     CONFIG_NAME,
+    CONFIG_SHA256,
     FORMAT_VERSION,
+    MODEL_FILES,
     README_NAME,
     WEIGHTS_NAME,
     cfg_from_config,
+    is_model_dir,
     read_config,
     validate_config,
 )
@@ -51,6 +58,7 @@ __all__ = [
     "README_NAME",
     "WEIGHTS_NAME",
     "cfg_from_config",
+    "is_model_dir",
     "load_pretrained_dir",
     "read_config",
     "save_pretrained",
@@ -119,14 +127,6 @@ def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict
     return config
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_text(path: Path, text: str) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as f:
         f.write(text)
@@ -134,25 +134,38 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` directory to ``target``, replacing an old one if there is one."""
-    if not target.exists():
-        os.rename(tmp, target)
-        return
-    if not any(target.iterdir()):
-        target.rmdir()
-        os.rename(tmp, target)
-        return
-    # Two renames: the old directory is moved aside first, so ``target`` is at every instant
-    # either the complete old model, absent, or the complete new one, never a mixture.
-    backup = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
-    os.rename(target, backup)
+def _check_complete(weights: Path, target: Path) -> None:
+    """Check that the weights file holds every byte its header promises (a writer can fail silently)."""
     try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+        with weights.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        complete = weights.stat().st_size == 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError):
+        complete = False
+    if not complete:
+        raise _write_failed(target, OSError(errno.EIO, "the weights file was not written completely"))
+
+
+def _write_failed(target: Path, exc: BaseException) -> OSError:
+    """One clear error for a write that failed (a full disk, a read-only folder, a quota)."""
+    code = getattr(exc, "errno", None)
+    if code is None:  # safetensors reports I/O errors as SafetensorError("... Os { code: 28, ... }")
+        match = re.search(r"(?:code: |os error )(\d+)", str(exc))
+        code = int(match.group(1)) if match else None
+    reason = getattr(exc, "strerror", None) or (os.strerror(code) if code else str(exc))
+    hint = {
+        errno.ENOSPC: "free some space or save elsewhere",
+        errno.EDQUOT: "free some of your quota or save elsewhere",
+        errno.EACCES: "save to a folder you can write to",
+        errno.EROFS: "save to a writable file system",
+    }.get(code or 0, "check the folder and save again")
+    return OSError(
+        code or errno.EIO,
+        f"cannot write the model to {target}: {reason}; {hint}. Nothing was changed: "
+        + ("the previous model there is intact" if target.exists() else "no directory was created"),
+    )
 
 
 def save_pretrained(
@@ -165,16 +178,22 @@ def save_pretrained(
 ) -> Path:
     """Write a model as a Hub-ready directory: ``model.safetensors``, ``config.json``, ``README.md``.
 
-    Writing is atomic: the files are written and fsynced in a temporary directory next to
-    ``directory``, which is then renamed into place. An interrupted save leaves no directory that
-    loads (and removes its temporary directory unless the process itself dies).
+    Writing is atomic: the files are written and fsynced in a staging directory next to
+    ``directory``, which is then swapped into place (:mod:`vipann.utils.dirswap`). An interrupted
+    save leaves no directory that loads; what a killed save leaves (its staging directory, or a
+    swap cut between its two renames) is cleaned up, finished or rolled back by the next save or
+    load of ``directory``. ``config.json`` records the SHA-256 of the weights and of itself, so
+    every file that changes what the model computes or reports is checked on load. Permissions
+    follow the umask.
 
     Args:
         model: The model. Its ``pretrained_cfg`` (if any) supplies the metadata; architecture,
             method, classes and front end are always taken from the model itself.
         directory: Target directory (created with its parents).
         card: Also write the model card ``README.md`` (:func:`vipann.zoo.cards.render_card`).
-        overwrite: Replace an existing non-empty ``directory`` (atomically swapped).
+        overwrite: Replace an existing non-empty ``directory`` (atomically swapped), which must be a
+            vipann model directory holding nothing but its own files; anything else is refused,
+            naming the files that would be lost.
         extra_metadata: JSON-serialisable recipe metadata stored under ``config["extra"]``
             (e.g. a calibration temperature).
 
@@ -183,7 +202,10 @@ def save_pretrained(
 
     Raises:
         FileExistsError: If ``directory`` exists and is not empty (and ``overwrite`` is False),
-            or is a file.
+            or is a file; :class:`vipann.utils.outdirs.OutputDirError` (a ``FileExistsError``) if it
+            is not a model directory, holds other files, or is the working directory.
+        OSError: If the disk is full or the folder not writable (one clear message; nothing changed).
+        CheckpointError: If the model's weights hold NaN or infinite values.
         TypeError: If ``model`` is not a PANN or ``extra_metadata`` is not JSON-serialisable.
 
     Example:
@@ -194,33 +216,50 @@ def save_pretrained(
     """
     if not isinstance(model, PANN):
         raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
-    target = Path(directory)
+    target = Path(directory).absolute()
+    recover_dir(target)  # a save of this directory killed earlier: finish or roll it back first
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{str(target)!r} exists and is not a directory")
+        raise FileExistsError(f"{str(directory)!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists and is not empty; pass overwrite=True to replace it")
+        raise FileExistsError(
+            f"{str(directory)!r} exists and is not empty; pass overwrite=True (vipann convert --overwrite) to "
+            "replace it, or choose another directory"
+        )
+    # Only an empty directory or a vipann model directory is replaced; anything else is refused, naming
+    # the files that would be lost.
+    check_replaceable(target, recognise=is_model_dir, own_names=MODEL_FILES, what="a vipann model directory")
     config = _build_config(model, extra_metadata)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, source=f"the model being saved to {directory}")
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_staging_dir(target)
     try:
         weights = tmp / WEIGHTS_NAME
-        save_file(state, str(weights), metadata={"format": "pt"})
+        try:
+            save_file(state, str(weights), metadata={"format": "pt"})
+        except SafetensorError as exc:
+            raise _write_failed(target, exc) from None
+        _check_complete(weights, target)
+        set_default_mode(weights)  # safetensors writes 0600; a model directory follows the umask
         fsync_path(weights)
-        config["weights_sha256"] = _sha256(weights)
+        config["weights_sha256"] = sha256_file(weights)
         validate_config(config, source="the config being saved")
+        config = seal_json(config, CONFIG_SHA256)  # config.json is covered by its own checksum
         if card:
             _write_text(tmp / README_NAME, render_card(config))
         # config.json is written last: a directory without it never loads, whatever else is there.
         _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
         fsync_path(tmp)
-        _move_into_place(tmp, target)
+        swap_into_place(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise _write_failed(target, exc) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_path(target.parent)
-    return target
+    return Path(directory)
 
 
 def _prior_param(key: str, expected: Mapping[str, torch.Tensor]) -> str | None:
@@ -270,11 +309,12 @@ def _build_model(config: Mapping[str, Any], num_classes: int, device: str = "cpu
 
 
 def _check_files(directory: Path) -> tuple[dict[str, Any], Path]:
+    recover_dir(directory.absolute())  # a save killed between its two renames: finish or roll it back
     config = read_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{str(directory)!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != config["weights_sha256"]:
         raise CheckpointError(
             f"{weights} does not match its config: SHA-256 {digest} but config.json records "
@@ -343,8 +383,9 @@ def load_pretrained_dir(
 
     Raises:
         FileNotFoundError: If the directory, ``config.json`` or ``model.safetensors`` is missing.
-        CheckpointError: For an invalid config, a checksum mismatch, an unreadable weights file, or
-            missing/unexpected/mis-shaped tensors.
+        CheckpointError: For an invalid config, a config or weights file that does not match its
+            checksum, an unreadable weights file, NaN or infinite weights, or missing/unexpected/
+            mis-shaped tensors.
         ValueError: If ``num_classes`` is not positive.
 
     Example:
@@ -361,6 +402,7 @@ def load_pretrained_dir(
         state = load_file(str(weights), device="cpu")
     except SafetensorError as exc:
         raise _unreadable(weights, exc) from None
+    check_finite(state, source=str(weights))
     ckpt_classes = config["num_classes"]
     new_head = num_classes is not None and int(num_classes) != ckpt_classes
     model = _build_model(config, int(num_classes) if new_head else ckpt_classes)
