@@ -240,7 +240,7 @@ def retention_gain(
                 run_point[name].append(_area(res.mean - ref_point, f, usable))
                 run_reps[name].append(_area(res.values - ref_reps, f, usable))
         lo = float(f[usable][0]) if bool(usable.sum() >= 2) else math.nan
-        ranges.append(f"{100 * lo:.0f}-100 % retained" if lo == lo else "no usable range")
+        ranges.append(f"{100 * lo:.0f} to 100 % retained" if lo == lo else "no usable retention range")
         runs = p.shape[0]
         pick = torch.randint(0, runs, (bootstrap, runs), generator=gen)
         for name in names:

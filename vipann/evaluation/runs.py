@@ -3,8 +3,9 @@
 :func:`evaluate_runs` takes ``R`` independent Monte-Carlo prediction runs of one model on one
 test set — probabilities ``(R, S, N, C)`` — and returns every summary the VI-PANN paper reports:
 classification metrics (accuracy for multi-class; macro mAP, AUC and d-prime for multi-label),
-calibration (ECE, MCE, reliability MAE, NLL, Brier, the signed miscalibration score MCS and, for
-multi-label, the marginal / weighted / global multi-label ECE), selective prediction (AURC, AUGRC), the
+calibration (ECE, MCE, reliability MAE, NLL, Brier, the signed miscalibration score MCS, and the
+marginal / weighted / global per-label ECE: multi-hot labels, or the one-hot events of a multi-class
+problem, where "marginal" is the classwise ECE), selective prediction (AURC, AUGRC), the
 mean uncertainty decomposition, retention curves for entropy / epistemic / aleatoric with 95 %
 confidence intervals over the ``R`` runs (a bootstrap over clips for a single run), random and oracle
 reference curves, and OOD AUROC/AUPR against out-of-distribution predictions when given.
@@ -158,10 +159,12 @@ def evaluate_runs(
             add("accuracy", metrics.accuracy(mean, targets))
         add("ECE", metrics.expected_calibration_error(mean, targets, n_bins, multilabel=multilabel))
         add("MCS", metrics.miscalibration_score(mean, targets, multilabel=multilabel, n_bins=n_bins))
-        if multilabel:
-            for average in ("marginal", "weighted", "global"):
-                value = metrics.multilabel_calibration_error(mean, targets, average=average, n_bins=n_bins)
-                add(f"ECE_{average}", value)
+        # Per-class (label) calibration: multi-hot targets, or the one-hot events of a multi-class problem
+        # (then "marginal" is the classwise ECE of Kull et al.).
+        events = targets if multilabel else torch.nn.functional.one_hot(targets.long(), mean.shape[-1])
+        for average in ("marginal", "weighted", "global"):
+            value = metrics.multilabel_calibration_error(mean, events, average=average, n_bins=n_bins)
+            add(f"ECE_{average}", value)
         add("MCE", metrics.maximum_calibration_error(mean, targets, n_bins, multilabel=multilabel))
         add("reliability_MAE", metrics.reliability_mae(mean, targets, n_bins, multilabel=multilabel))
         add("NLL", metrics.negative_log_likelihood(mean, targets, multilabel=multilabel))

@@ -123,9 +123,13 @@ class Engine:
     def tied(self, views: list[View]) -> Tensor:
         """Whether some cut of each view keeps part of a tie group of distinct clips."""
         out = torch.zeros(len(views), dtype=torch.bool)
+        groups: dict[int, list[int]] = {}
         for i, view in enumerate(views):
-            ids = self.ids(view.score)[self._rows(view)]
-            out[i] = bool(K.split_ties(view.uncertainty[None], ids[None], self.k(ids.shape[0]))[0])
+            groups.setdefault(view.uncertainty.shape[0], []).append(i)
+        for rows, idx in groups.items():  # one batched check per view length
+            unc = torch.stack([views[i].uncertainty for i in idx])
+            ids = torch.stack([self.ids(views[i].score)[self._rows(views[i])] for i in idx])
+            out[idx] = K.split_ties(unc, ids, self.k(rows)).cpu()
         return out
 
     def run(self, views: list[View]) -> Batch:
