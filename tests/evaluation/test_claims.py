@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vipann.evaluation.claims import Claim, Interval, auroc_gain, decide, paired_difference, retention_gain
+from vipann.metrics import retention_curves
 
 skm = pytest.importorskip("sklearn.metrics")
 
@@ -66,7 +67,7 @@ def test_retention_gain_verdicts_and_numpy_reference(n, informative, verdict):
     usable = np.maximum(1, np.ceil(np.round(GRID * n, 6))) >= min(10, n)
     usable = np.flip(np.cumprod(np.flip(usable))).astype(bool)
     point = _numpy_gain(correct, unc.numpy(), usable)
-    rows = torch.randint(0, n, (300, n), generator=torch.Generator().manual_seed(3 * 7919)).numpy()
+    rows = torch.randint(0, n, (300, n), generator=torch.Generator().manual_seed(3)).numpy()
     reps = np.array([_numpy_gain(correct[r], unc.numpy()[r], usable) for r in rows])
     lo, hi = _percentile_interval(point, reps)
     assert gain.estimate == pytest.approx(point, abs=1e-12)
@@ -97,9 +98,9 @@ def test_retention_gain_map_against_sklearn():
     unc = -(probs - 0.5).abs().sum(1) + 0.3 * torch.rand(n, generator=g, dtype=torch.float64)
     fr = [0.5, 0.75, 1.0]
     gain = retention_gain([(probs, targets, {"u": unc})], metric="map", fractions=fr, bootstrap=10, draws=2, seed=5)
-    gen = torch.Generator().manual_seed(5)
+    gen = torch.Generator().manual_seed(5 + 104729)
     keys = [torch.rand(n, generator=gen, dtype=torch.float64).numpy() for _ in range(2)]
-    rows = torch.randint(0, n, (10, n), generator=torch.Generator().manual_seed(5 * 7919)).numpy()
+    rows = torch.randint(0, n, (10, n), generator=torch.Generator().manual_seed(5)).numpy()
     p, t = probs.numpy(), targets.numpy()
 
     def curve(rows_, u):
@@ -120,6 +121,17 @@ def test_retention_gain_map_against_sklearn():
     reps = np.array([stat(r) for r in rows])
     assert gain["u"].estimate == pytest.approx(point, abs=1e-6)
     assert (gain["u"].lower, gain["u"].upper) == pytest.approx(_percentile_interval(point, reps), abs=1e-6)
+    # curves computed before (on a finer grid, same resamples) give the same interval without recomputing them
+    fine = torch.arange(1, 101, dtype=torch.float64) / 100
+    gen = torch.Generator().manual_seed(5)
+    curves = retention_curves(probs, targets, {"u": unc}, "map", fine, bootstrap=10, generator=gen)
+    again = retention_gain(
+        [(probs, targets, {"u": unc})], metric="map", fractions=fr, bootstrap=10, draws=2, seed=5, precomputed=[curves]
+    )
+    got, ref = again["u"], gain["u"]
+    assert (got.estimate, got.lower, got.upper) == pytest.approx((ref.estimate, ref.lower, ref.upper), abs=1e-7)
+    with pytest.raises(ValueError, match="bootstrap curves of 20"):
+        retention_gain([(probs, targets, {"u": unc})], metric="map", bootstrap=20, precomputed=[curves])
 
 
 def test_auroc_gain_against_sklearn():

@@ -90,6 +90,7 @@ def pretrained_claims(
     ood_uncertainty: dict[str, Tensor],
     seed: int,
     min_coverage: float,
+    curves: dict | None = None,
 ) -> list[Claim]:
     """VI-PANN's Section 4.2 statements about one pre-trained model (flip and drop have some).
 
@@ -101,6 +102,8 @@ def pretrained_claims(
         ood_uncertainty: Measure -> ``(M,)`` on the OOD clips.
         seed: Seed of the resamples.
         min_coverage: Share of classes a retention level must cover to count.
+        curves: The measures' bootstrap retention curves from :func:`vipann.evaluation.evaluate_runs` with
+            the same ``seed`` (reused: only the random-discarding references are computed here).
 
     Returns:
         The claims (none for a model the paper says nothing about).
@@ -108,12 +111,14 @@ def pretrained_claims(
     method = name.split("-")[0]
     if method not in ("flip", "drop") or not uncertainty:
         return []
+    first = next(iter(curves.values())) if curves else None
     gains = retention_gain(
         [(probs, targets, uncertainty)],
         metric="map",
-        bootstrap=RESAMPLES["retention"],
+        bootstrap=RESAMPLES["retention"] if first is None else first.values.shape[0],
         seed=seed,
         min_coverage=min_coverage,
+        precomputed=None if curves is None else [curves],
     )
     key = f"{method}-calibrated"
     claims = [

@@ -126,7 +126,14 @@ def _zoo_section(out: Path, eval_set, ood_set, size: dict[str, Any], seed: int, 
         rows.append({"model": name, "samples": samples, "default": default, **evaluation.scalars})
         scored = {m: evaluation.uncertainty[m] for m in evaluation.retention}
         claims += pretrained_claims(
-            name, probs[0].mean(0), eval_set.targets, scored, evaluation.ood_uncertainty, seed, MIN_COVERAGE
+            name,
+            probs[0].mean(0),
+            eval_set.targets,
+            scored,
+            evaluation.ood_uncertainty,
+            seed,
+            MIN_COVERAGE,
+            curves=evaluation.retention if runs == 1 else None,
         )
         notes += [f"{name}: {why}; it is neither plotted nor scored." for m, why in evaluation.skipped.items()]
         figures += _figure_list(evaluation, directory, figure_titles(name, True), len(ood))

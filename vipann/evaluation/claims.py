@@ -24,6 +24,7 @@ interval excludes 0 (and is not inside the margin), and is inconclusive otherwis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -158,6 +159,7 @@ def retention_gain(
     min_coverage: float = 0.9,
     min_kept: int = 10,
     level: float = 0.95,
+    precomputed: Sequence[Mapping[str, metrics.RetentionResult]] | None = None,
 ) -> dict[str, Interval]:
     """Paired interval of the area between the uncertainty-ranked and the random retention curve.
 
@@ -185,6 +187,10 @@ def retention_gain(
         min_coverage: Share of classes a level must cover to count.
         min_kept: Clips a level must keep to count.
         level: Confidence level.
+        precomputed: Optional, per group: measure -> its bootstrap retention curve, computed with
+            ``bootstrap`` resamples drawn by ``torch.Generator().manual_seed(seed + g)`` on a grid that
+            contains ``fractions`` (as :func:`vipann.evaluation.evaluate_runs` with ``seed + g`` computes
+            them), so they are not computed again; single-run groups only.
 
     Returns:
         Measure -> :class:`Interval` (``detail`` names the retention range of each fold).
@@ -199,7 +205,11 @@ def retention_gain(
         raise ValueError("every group must have the same uncertainty measures")
     f = torch.arange(5, 101, 5, dtype=torch.float64) / 100 if fractions is None else torch.as_tensor(fractions)
     f = f.double()
-    gen = torch.Generator().manual_seed(seed)
+    if precomputed is not None and (
+        len(precomputed) != len(groups) or any(_runs(g[0], 2).shape[0] != 1 for g in groups)
+    ):
+        raise ValueError("precomputed needs one mapping of curves per group, and groups of a single run each")
+    gen = torch.Generator().manual_seed(seed + 104729)
     points, reps, ranges = {n: [] for n in names}, {n: [] for n in names}, []
     for g, (probs, targets, uncs) in enumerate(groups):
         p = _runs(probs, 2)
@@ -208,20 +218,25 @@ def retention_gain(
         keys = {f"random {d}": torch.rand(n, generator=gen, dtype=torch.float64) for d in range(draws)}
         run_point, run_reps, usable = {name: [] for name in names}, {name: [] for name in names}, None
         for r in range(p.shape[0]):
-            measures = {name: u[r] for name, u in u_runs.items()}
+            given = precomputed[g] if precomputed is not None else {}
+            measures = {name: u[r] for name, u in u_runs.items() if name not in given}
             if metric == "map":
                 measures.update(keys)
-            curves = metrics.retention_curves(
-                p[r],
-                targets,
-                measures,
-                metric,
-                f,
-                bootstrap=bootstrap,
-                generator=torch.Generator().manual_seed(seed * 7919 + g),  # the same clips for every run
-                classes=classes,
-                min_coverage=min_coverage,
-            )
+            curves = {name: _on_grid(res, f, bootstrap) for name, res in given.items()}
+            if measures:
+                curves.update(
+                    metrics.retention_curves(
+                        p[r],
+                        targets,
+                        measures,
+                        metric,
+                        f,
+                        bootstrap=bootstrap,
+                        generator=torch.Generator().manual_seed(seed + g),  # the same clips for every run
+                        classes=classes,
+                        min_coverage=min_coverage,
+                    )
+                )
             if usable is None:  # the range is fixed by the first run's curves on the data
                 kept = torch.ceil(torch.round(f * n, decimals=6)).clamp(1, n)  # the curves' keep rule
                 usable = kept >= min(min_kept, n)
@@ -252,6 +267,26 @@ def retention_gain(
         name: _interval(torch.stack(points[name]).mean(), torch.stack(reps[name]).mean(0), level, detail)
         for name in names
     }
+
+
+def _on_grid(res: metrics.RetentionResult, f: Tensor, bootstrap: int) -> metrics.RetentionResult:
+    """A precomputed bootstrap curve restricted to the fractions ``f`` (which it must contain)."""
+    if res.ci in ("t", "none") or res.values.shape[0] != bootstrap:
+        raise ValueError(f"precomputed curves must be bootstrap curves of {bootstrap} resamples; got ci={res.ci!r}")
+    where = (res.fractions[:, None] - f[None, :]).abs() < 1e-9
+    if not bool(where.any(0).all()):
+        raise ValueError("precomputed curves must contain every fraction of the claim's grid")
+    idx = where.double().argmax(0)
+    cov = None if res.coverage is None else res.coverage[idx]
+    return dataclasses.replace(
+        res,
+        fractions=f,
+        values=res.values[:, idx],
+        mean=res.mean[idx],
+        lower=res.lower[idx],
+        upper=res.upper[idx],
+        coverage=cov,
+    )
 
 
 def _area(curve: Tensor, f: Tensor, usable: Tensor) -> Tensor:

@@ -157,12 +157,12 @@ def _resample_triples(rows: Tensor, levels: Tensor, n: int, n_levels: int, dtype
     histogram work from one entry per row to one per distinct clip (about 63 % of the rows).
 
     Returns:
-        ``(clip, level, count, triples_per_clip, first_triple_of_clip)``, sorted by clip.
+        ``(clip, level, count, triples_per_clip, first_triple_of_clip, most_triples_of_a_clip)``, sorted by clip.
     """
     key, count = torch.unique(rows * n_levels + levels, return_counts=True)
     clip = torch.div(key, n_levels, rounding_mode="floor")
     per_clip = torch.bincount(clip, minlength=n)
-    return clip, key - clip * n_levels, count.to(dtype), per_clip, per_clip.cumsum(0) - per_clip
+    return clip, key - clip * n_levels, count.to(dtype), per_clip, per_clip.cumsum(0) - per_clip, int(per_clip.max())
 
 
 def _ap_from_histograms(hist: Tensor, pos_hist: Tensor, n_points: int) -> tuple[Tensor, Tensor]:
@@ -248,18 +248,18 @@ def ap_curves(
                 weights = ones[: flat.shape[0]]
                 pos_flat, pos_weights = pos_base + lv[p_clip], ones[: p_clip.shape[0]]
             else:
-                clip, lvl, count, per_clip, first = triples[v]
+                clip, lvl, count, per_clip, first, slots = triples[v]
                 flat = (base_t.index_select(0, clip) + lvl.to(idx_dtype)[:, None]).view(-1)
                 weights = count[:, None].expand(-1, cc).reshape(-1)
-                # Every positive (class, clip) pair contributes each of its clip's triples.
+                # Every positive (class, clip) pair contributes each of its clip's triples: a clip has one
+                # triple per level its copies reach (rarely more than 2), so loop over the triple slots.
                 m = per_clip[p_clip]
-                # repeat_interleave(arange, m), by search: torch's CPU repeat_interleave costs ~25 ms a call.
-                ends = m.cumsum(0)
-                pair = torch.searchsorted(
-                    ends, torch.arange(int(ends[-1]) if ends.numel() else 0, device=device), right=True
-                )
-                t = first[p_clip[pair]] + torch.arange(pair.shape[0], device=device) - (m.cumsum(0) - m)[pair]
-                pos_flat, pos_weights = pos_base[pair] + lvl[t].to(idx_dtype), count[t]
+                parts, part_weights = [], []
+                for j in range(slots):
+                    t = (first[p_clip] + j).clamp_(max=count.shape[0] - 1)
+                    parts.append(pos_base + lvl[t].to(idx_dtype))
+                    part_weights.append(count[t] * (m > j))
+                pos_flat, pos_weights = torch.cat(parts), torch.cat(part_weights)
             hist = torch.bincount(flat, weights=weights, minlength=table).view(shape)
             pos_hist = torch.bincount(pos_flat, weights=pos_weights, minlength=table).view(shape)
             out[v, active[start:stop]], kept_pos[v, active[start:stop]] = _ap_from_histograms(hist, pos_hist, n_points)

@@ -147,6 +147,8 @@ class Engine:
             values, coverage = self._map(expanded)
         else:
             values, coverage = self._callable(expanded), None
+        if len(expanded) == len(views):  # no tie-breaks: one evaluation per view
+            return Batch(values, coverage, tied)
         owner = torch.tensor([i for i, _, _ in expanded], device=values.device)
         counts = torch.bincount(owner, minlength=len(views)).double()[:, None]
         mean = torch.zeros(len(views), values.shape[1], dtype=torch.float64, device=values.device)
@@ -176,14 +178,9 @@ class Engine:
         coverage = torch.empty_like(values)
         for s in sorted({view.score for _, view, _ in expanded}):
             idx = [j for j, (_, view, _) in enumerate(expanded) if view.score == s]
-            pairs = []
-            for j in idx:
-                _, view, key = expanded[j]
-                k = self.k(view.uncertainty.shape[0])
-                levels = K.retention_levels(view.uncertainty[None], k, None if key is None else key[None])[0]
-                pairs.append((view.rows, levels))
+            levels, present = self._levels_and_classes([expanded[j] for j in idx])
+            pairs = [(expanded[j][1].rows, lv) for j, lv in zip(idx, levels)]
             ap, kept = K.ap_curves(self.p[s], self.y, pairs, f)  # (V, C, F) each
-            present = torch.stack([self.y[self._rows(expanded[j][1])].any(0) for j in idx])  # (V, C)
             covered = (kept >= self.min_positives) & present[:, :, None]
             n_present = present.sum(1, keepdim=True).double()
             coverage[idx] = (covered.sum(1).double() / n_present).where(n_present > 0, math.nan)
@@ -195,6 +192,28 @@ class Engine:
                 score = ap.nan_to_num(0.0).where(covered, 0.0).sum(1) / n_cov
                 values[idx] = score.where(n_cov > 0, math.nan)
         return values, coverage
+
+    def _levels_and_classes(self, expanded: list[tuple[int, View, Tensor | None]]) -> tuple[list[Tensor], Tensor]:
+        """Levels of every row and ``(V, C)`` classes with a positive, batched over views of one length."""
+        levels: list[Tensor] = [torch.empty(0)] * len(expanded)
+        present = torch.empty(len(expanded), self.y.shape[1], dtype=torch.bool, device=self.p.device)
+        groups: dict[int, list[int]] = {}
+        for j, (_, view, _) in enumerate(expanded):
+            groups.setdefault(view.uncertainty.shape[0], []).append(j)
+        for m, idx in groups.items():
+            unc = torch.stack([expanded[j][1].uncertainty for j in idx])
+            keyed = [expanded[j][2] is not None for j in idx]
+            if any(keyed):  # rows without a tie-break key keep row order: key = position
+                pos = torch.arange(m, device=unc.device, dtype=torch.float64)
+                key = torch.stack([pos if expanded[j][2] is None else expanded[j][2] for j in idx])
+            else:
+                key = None
+            lv = K.retention_levels(unc, self.k(m), key)
+            rows = torch.stack([self._rows(expanded[j][1]) for j in idx])
+            present[idx] = self.y[rows].any(1)
+            for j, row in zip(idx, lv):
+                levels[j] = row
+        return levels, present
 
     def _callable(self, expanded: list[tuple[int, View, Tensor | None]]) -> Tensor:
         f = self.fractions.numel()
