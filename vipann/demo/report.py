@@ -158,9 +158,14 @@ def figure_caption(number: int, title: str, kind: str, facts: dict[str, Any]) ->
         )
         if metric == "mAP":
             text += (
-                " mAP averages the fixed set of classes with a positive among all clips (a class without a kept "
-                f"positive counts 0); grey region: fewer than {facts['coverage']:.0%} of them have a kept positive, "
+                " mAP averages the fixed set of classes with a positive among all clips, the classes Table 3's mAP "
+                "averages, as VI-PANN's Figure 1 plots mAP over AudioSet's classes (a class without a kept positive "
+                f"counts 0); grey region: fewer than {facts['coverage']:.0%} of them have a kept positive, "
                 "so there the curve measures which classes are left more than how well clips are ranked."
+            )
+        if facts.get("ties"):
+            text += (
+                f" Clips of equal uncertainty at a cut: the expected curve over random tie-breaking ({facts['ties']})."
             )
     elif kind == "reliability":
         what = "labels (clip, class forecasts)" if facts["multilabel"] else "top-label predictions"

@@ -160,6 +160,8 @@ def _figure_list(evaluation, directory: Path, titles: dict[str, str], n_ood: int
         "n_id": int(evaluation.scalars["clips"]),
         "n_ood": n_ood,
     }
+    ties = sorted({res.ties for res in evaluation.retention.values()} - {"none"})
+    facts["ties"] = ", ".join(ties)
     skipped_ood = {m: why for m, why in evaluation.skipped.items() if f"ood_auroc_{m}" not in evaluation.scalars}
     return [
         (
