@@ -160,8 +160,13 @@ def figure_caption(number: int, title: str, kind: str, facts: dict[str, Any]) ->
             text += (
                 " mAP averages the fixed set of classes with a positive among all clips, the classes Table 3's mAP "
                 "averages, as VI-PANN's Figure 1 plots mAP over AudioSet's classes (a class without a kept positive "
-                f"counts 0); grey region: fewer than {facts['coverage']:.0%} of them have a kept positive, "
-                "so there the curve measures which classes are left more than how well clips are ranked."
+                "counts 0); grey region: "
+                + (
+                    "some of them have no kept positive"
+                    if facts["coverage"] >= 1.0
+                    else f"fewer than {facts['coverage']:.0%} of them have a kept positive"
+                )
+                + ", so there the curve measures which classes are left more than how well clips are ranked."
             )
         if facts.get("ties"):
             text += (

@@ -156,7 +156,7 @@ def retention_gain(
     draws: int = 8,
     seed: int = 0,
     classes: str = "fixed",
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
     min_kept: int = 10,
     level: float = 0.95,
     precomputed: Sequence[Mapping[str, metrics.RetentionResult]] | None = None,

@@ -155,7 +155,8 @@ def plot_retention(
             shown = [res for res in curves.values()] + [r[0] for r in refs if r[0] is not None]
             low = _low_coverage(shown)
             if low is not None:
-                label = f"fewer than {low[1]:.0%} of the classes have a kept positive"
+                share = "some classes have" if low[1] >= 1.0 else f"fewer than {low[1]:.0%} of the classes have"
+                label = f"{share} no kept positive" if low[1] >= 1.0 else f"{share} a kept positive"
                 handles[label] = ax.axvspan(0, low[0], color="0.85", lw=0, label=label, zorder=0)
             for label, res in curves.items():
                 x = 100 * _np(res.fractions)

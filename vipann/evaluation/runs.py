@@ -101,7 +101,7 @@ def evaluate_runs(
     seed: int = 0,
     interval: str = "percentile",
     classes: str = "fixed",
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
 ) -> Evaluation:
     """Summaries of ``R`` Monte-Carlo prediction runs.
 

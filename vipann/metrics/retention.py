@@ -29,7 +29,9 @@ class down to a few per cent retained. ``classes="kept"`` averages only the clas
 ``min_positives`` kept positives (``min_positives=1``: skip empty classes); at low retention that mean
 runs over a few easy classes and climbs toward 1.0 for every ranking, random included. Either way
 ``coverage`` gives, per point, the share of the fixed classes with at least ``min_positives`` kept
-positives, and points below ``min_coverage`` are flagged (``reliable``) and shaded in the plots.
+positives, and points below ``min_coverage`` (default 1.0: some class has no kept positive, so the point
+is not the mAP of the same classes under either convention) are flagged (``reliable``) and shaded in
+the plots.
 
 The work is vectorised: accuracy curves come from one sort and one cumulative count per replication;
 mAP curves from one bucketing of every class's scores against its positives plus one histogram per
@@ -166,7 +168,7 @@ def retention_curve(
     interval: str = "percentile",
     classes: str = "fixed",
     min_positives: int = 1,
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
     tie_permutations: int = 64,
     ignore_empty: bool | None = None,
 ) -> RetentionResult:
@@ -261,7 +263,7 @@ def retention_curves(
     interval: str = "percentile",
     classes: str = "fixed",
     min_positives: int = 1,
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
     tie_permutations: int = 64,
     ignore_empty: bool | None = None,
 ) -> dict[str, RetentionResult]:
@@ -323,7 +325,7 @@ def random_curve(
     generator: torch.Generator | None = None,
     classes: str = "fixed",
     min_positives: int = 1,
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
     ignore_empty: bool | None = None,
 ) -> RetentionResult:
     """Reference curve for an uninformative uncertainty: the expected metric on random subsets.
@@ -403,7 +405,7 @@ def oracle_curve(
     *,
     classes: str = "fixed",
     min_positives: int = 1,
-    min_coverage: float = 0.9,
+    min_coverage: float = 1.0,
     ignore_empty: bool | None = None,
 ) -> RetentionResult:
     """Reference curve for an uncertainty that knows the answers: the worst clips are discarded first.
