@@ -196,7 +196,8 @@ def retention_gain(
         Measure -> :class:`Interval` (``detail`` names the retention range of each fold).
 
     Raises:
-        ValueError: No groups, or groups with different measures.
+        ValueError: No groups, groups with different measures, an unknown metric, fractions that do not
+            end at 1.0, or precomputed curves that do not fit.
     """
     if not groups:
         raise ValueError("retention_gain needs at least one (probs, targets, uncertainties) group")
@@ -205,6 +206,8 @@ def retention_gain(
         raise ValueError("every group must have the same uncertainty measures")
     f = torch.arange(5, 101, 5, dtype=torch.float64) / 100 if fractions is None else torch.as_tensor(fractions)
     f = f.double()
+    if metric not in ("accuracy", "map") or abs(float(f[-1]) - 1.0) > 1e-12:
+        raise ValueError(f"retention_gain needs metric 'accuracy' or 'map' and fractions ending at 1.0; got {metric!r}")
     if precomputed is not None and (
         len(precomputed) != len(groups) or any(_runs(g[0], 2).shape[0] != 1 for g in groups)
     ):
@@ -241,7 +244,8 @@ def retention_gain(
                 kept = torch.ceil(torch.round(f * n, decimals=6)).clamp(1, n)  # the curves' keep rule
                 usable = kept >= min(min_kept, n)
                 for res in curves.values():
-                    usable &= res.reliable
+                    if res.coverage is not None:
+                        usable &= res.coverage >= min_coverage
                 tail = torch.cumprod(usable.flip(0), 0).flip(0).bool()  # usable from here to 100 %
                 usable = tail
             if metric == "map":

@@ -105,7 +105,7 @@ def split_ties(uncertainty: Tensor, ids: Tensor, k: Tensor) -> Tensor:
     return (partial & distinct).any(-1)
 
 
-def expected_accuracy_curves(correct: Tensor, uncertainty: Tensor, k: Tensor) -> Tensor:
+def expected_accuracy_curves(correct: Tensor, uncertainty: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     """Accuracy at every point, in expectation over random tie-breaking (exact).
 
     At keep count ``k`` the rows strictly less uncertain than the k-th are all kept; of the ``g`` rows
@@ -118,7 +118,7 @@ def expected_accuracy_curves(correct: Tensor, uncertainty: Tensor, k: Tensor) ->
         k: ``(F,)`` keep counts.
 
     Returns:
-        ``(V, F)`` float64.
+        ``(V, F)`` float64 accuracies, and ``(V,)`` bool: some cut keeps part of a group of equal uncertainty.
     """
     u, order = torch.sort(uncertainty, dim=-1, stable=True)
     u = u.contiguous()
@@ -127,7 +127,7 @@ def expected_accuracy_curves(correct: Tensor, uncertainty: Tensor, k: Tensor) ->
     kk, lo, hi = _tie_groups(u, k)
     c_lo, c_hi = cum.gather(-1, lo), cum.gather(-1, hi)
     expected = c_lo + (kk - lo).double() * (c_hi - c_lo) / (hi - lo).double()
-    return expected / kk.double()
+    return expected / kk.double(), (hi > kk).any(-1)
 
 
 def _class_blocks(n_pos: list[int], n: int, n_levels: int) -> list[tuple[int, int]]:

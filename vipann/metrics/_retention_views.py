@@ -82,6 +82,7 @@ class Engine:
         self._k: dict[int, Tensor] = {}
         self.classes, self.min_positives, self.permutations = classes, min_positives, tie_permutations
         self._ids: dict[int, Tensor] = {}
+        self._correct: Tensor | None = None
         self._keys: dict[tuple[int, int], Tensor] = {}
 
     def k(self, rows: int) -> Tensor:
@@ -133,9 +134,9 @@ class Engine:
         return out
 
     def run(self, views: list[View]) -> Batch:
+        if self.metric == "accuracy":  # exact in closed form whatever the ties
+            return Batch(*self._accuracy(views))
         tied = self.tied(views)
-        if self.metric == "accuracy":
-            return Batch(self._accuracy(views), None, tied)
         # Every view whose ranking depends on the tie-breaking is evaluated once per random tie-break.
         expanded: list[tuple[int, View, Tensor | None]] = []
         for i, view in enumerate(views):
@@ -160,17 +161,20 @@ class Engine:
             coverage = torch.zeros_like(mean).index_add_(0, owner, coverage.nan_to_num(0.0)) / counts
         return Batch(values, coverage, tied)
 
-    def _accuracy(self, views: list[View]) -> Tensor:
-        correct = self.p.argmax(-1) == self.y  # (runs, N)
+    def _accuracy(self, views: list[View]) -> tuple[Tensor, None, Tensor]:
+        if self._correct is None:
+            self._correct = self.p.argmax(-1) == self.y  # (runs, N)
         out = torch.empty(len(views), self.fractions.numel(), dtype=torch.float64, device=self.p.device)
-        by_len: dict[int, list[int]] = {}
+        tied = torch.zeros(len(views), dtype=torch.bool)
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, view in enumerate(views):
-            by_len.setdefault(view.uncertainty.shape[0], []).append(i)
-        for idx in by_len.values():
-            hits = torch.stack([correct[views[i].score][self._rows(views[i])] for i in idx])
+            groups.setdefault((view.score, view.uncertainty.shape[0]), []).append(i)
+        for (score, m), idx in groups.items():  # one batched computation per run and view length
+            rows = torch.stack([self._rows(views[i]) for i in idx])
             unc = torch.stack([views[i].uncertainty for i in idx])
-            out[idx] = K.expected_accuracy_curves(hits, unc, self.k(unc.shape[1]))
-        return out
+            out[idx], split = K.expected_accuracy_curves(self._correct[score][rows], unc, self.k(m))
+            tied[idx] = split.cpu()
+        return out, None, tied
 
     def _map(self, expanded: list[tuple[int, View, Tensor | None]]) -> tuple[Tensor, Tensor]:
         f = self.fractions.numel()

@@ -33,20 +33,21 @@ def _check_level(level: float) -> float:
     return float(level)
 
 
-def nanquantile(values: Tensor, q: Tensor | float) -> Tensor:
+def nanquantile(values: Tensor, q: Tensor | float, *, presorted: bool = False) -> Tensor:
     """Quantiles along the first axis, ignoring NaN, each element at its own level.
 
     Args:
         values: ``(B, *S)`` samples.
         q: A level in ``[0, 1]``, or a ``(*S)`` tensor of levels (one per element).
+        presorted: ``values`` are already float64 and sorted along the first axis (NaN last).
 
     Returns:
         ``(*S)`` float64 quantiles (linear interpolation; NaN where an element has no finite sample
         or its level is NaN).
     """
-    x = values.double()
+    x = values if presorted else values.double()
     count = (~torch.isnan(x)).sum(0)
-    srt = torch.sort(x, dim=0).values  # NaN sorts last
+    srt = x if presorted else torch.sort(x, dim=0).values  # NaN sorts last
     q = torch.as_tensor(q, dtype=torch.float64, device=x.device).expand(x.shape[1:])
     pos = q * (count - 1).clamp(min=0)
     lo = pos.floor().nan_to_num(0.0).long().clamp(min=0)
@@ -113,10 +114,11 @@ def bootstrap_interval(
     est = torch.as_tensor(estimate, dtype=torch.float64, device=reps.device)
     if tuple(est.shape) != tuple(reps.shape[1:]):
         raise ValueError(f"estimate has shape {tuple(est.shape)} but replicates (B, ...) = {tuple(reps.shape)}")
+    srt = torch.sort(reps, dim=0).values  # one sort for both ends
     if method == "percentile":
-        return nanquantile(reps, alpha / 2), nanquantile(reps, 1 - alpha / 2)
+        return nanquantile(srt, alpha / 2, presorted=True), nanquantile(srt, 1 - alpha / 2, presorted=True)
     if method == "basic":
-        lo, hi = nanquantile(reps, alpha / 2), nanquantile(reps, 1 - alpha / 2)
+        lo, hi = nanquantile(srt, alpha / 2, presorted=True), nanquantile(srt, 1 - alpha / 2, presorted=True)
         return 2 * est - hi, 2 * est - lo
     if jackknife is None:
         raise ValueError("method='bca' needs the jackknife values (the statistic with each observation left out)")
@@ -136,7 +138,7 @@ def bootstrap_interval(
     for zz in (z, -z):
         shift = z0 + zz
         levels.append(torch.special.ndtr(z0 + shift / (1 - accel * shift)))
-    return nanquantile(reps, levels[0]), nanquantile(reps, levels[1])
+    return nanquantile(srt, levels[0], presorted=True), nanquantile(srt, levels[1], presorted=True)
 
 
 def student_t_interval(values: Tensor, level: float = 0.95) -> tuple[Tensor, Tensor, Tensor]:

@@ -90,7 +90,7 @@ def risk_coverage_curve(
     loss, unc = _losses(probs, targets, uncertainty, multilabel, threshold)
     n = loss.shape[0]
     k = torch.arange(1, n + 1, device=loss.device)
-    risk = K.expected_accuracy_curves(loss[None], unc[None], k)[0]  # mean loss of the k accepted clips
+    risk = K.expected_accuracy_curves(loss[None], unc[None], k)[0][0]  # mean loss of the k accepted clips
     coverage = k.double() / n
     return coverage, risk, risk * coverage
 
