@@ -301,7 +301,9 @@ def _tables(
         f"Monte-Carlo samples: S = {config.num_samples} per clip for the stochastic strategies (det: 1), the "
         f"transfer recipe's `num_samples` of this run, fewer than the zoo's 10 to keep the demo at about two "
         f"minutes on 2 CPU cores; {config.feature_draws} cached Monte-Carlo feature draws per training clip train "
-        "the fixed-feature heads of stochastic backbones. " + budget,
+        "the fixed-feature heads of stochastic backbones. MCS: mean confidence minus accuracy (> 0: over-confident); "
+        "AURC: area under the risk-coverage curve with the entropy as the ranking and the top-1 error as the risk "
+        "(lower is better). " + budget,
         "",
     ]
     md += table4(
