@@ -291,6 +291,8 @@ def test_describe_lists_every_class():
     for name in ALL_CLASSES:
         assert re.search(rf"\| {re.escape(name)}( \(|\s\|)", table)
     assert "ESC-50 `siren`" in table
+    assert not re.search(r"\| (\d+(?:\.\d+)?)[-–]\1 \|", table)  # no "2-2": a fixed duration is one number
+    assert "| 2 |" in table  # the OOD clips last exactly 2 s
 
 
 def test_packaged_label_list_matches_the_generator():

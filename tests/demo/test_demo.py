@@ -30,16 +30,36 @@ def test_demo_zoo_was_trained_on_the_current_generator(method):
 
 
 def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
+    import re
+
+    from vipann.evaluation.claims import VERDICTS
+
     monkeypatch.setenv("VIPANN_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick"]) == 0
     report = (out / "report.md").read_text()
-    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "Does the method work"):
+    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "VI-PANN's statements, tested on this run"):
         assert heading in report
+    assert report.count("Monte-Carlo samples: S = ") == 2  # Tables 3 and 4 say how many and why
+    assert "Training budget (Tables 4 and 5 alike)" in report
+    assert not re.search(r"\| (\d+(?:\.\d+)?)[-–]\1 \|", report)  # no "2-2" ranges
+    assert "det-demo: every clip has the same epistemic uncertainty" in report  # not scored, and why
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 8
+    assert html.count("data:image/png;base64,") == 24  # 4 pre-trained and 4 transfer models x 3 figures
+    assert "`" not in re.sub(r"data:image/png;base64,[^']*", "", html)  # markdown rendered: no literal backticks
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html)
+    assert [c.split(".")[0] for c in captions] == [f"Figure {i}" for i in range(1, 25)]
+    assert len(set(captions)) == len(captions)
+    for name in ("retention", "reliability", "ood_boxplots"):
+        assert (out / "transfer" / "flip" / "fold1" / "finetuned" / f"{name}.png").is_file()
     checks = json.loads((out / "checks.json").read_text())
-    assert checks and all({"claim", "holds", "detail"} <= set(c) for c in checks)
+    assert len(checks) >= 20
+    for c in checks:
+        assert {"claim", "statement", "source", "expected", "interval", "verdict"} <= set(c)
+        assert c["verdict"] in VERDICTS and c["expected"] in VERDICTS
+        assert c["interval"]["lower"] <= c["interval"]["estimate"] <= c["interval"]["upper"]
+    statements = {c["statement"] for c in checks}
+    assert any("MC dropout" in s for s in statements) and any("epistemic uncertainty remains" in s for s in statements)
     for method in ("det", "drop", "flip", "detflip"):
         assert (out / "pretrained" / f"{method}-demo" / "retention.png").is_file()
         assert (out / "transfer" / method / "fold1" / "finetuned" / "metrics.json").is_file()

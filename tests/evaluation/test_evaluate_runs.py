@@ -72,3 +72,35 @@ def test_single_run_gets_bootstrap_band(multilabel):
     assert evaluate_runs(many, targets, multilabel=multilabel).retention["entropy"].ci == "t"
     with pytest.raises(ValueError, match="single run"):
         evaluate_runs(many, targets, multilabel=multilabel, bootstrap=10)
+
+
+def test_new_scalars_equal_the_metric_functions():
+    import vipann.metrics as M
+
+    probs, targets = _runs(True, runs=1, n=60)
+    ev = evaluate_runs(probs, targets, multilabel=True)
+    mean = probs[0].mean(0)
+    assert ev.scalars["MCS"] == pytest.approx(float(M.miscalibration_score(mean, targets, multilabel=True)))
+    for average in ("marginal", "weighted", "global"):
+        ref = M.multilabel_calibration_error(mean, targets, average=average)
+        assert ev.scalars[f"ECE_{average}"] == pytest.approx(float(ref))
+    total = ev.uncertainty["entropy"].double()
+    assert ev.scalars["AURC_entropy"] == pytest.approx(float(M.aurc(mean, targets, total, multilabel=True)))
+    assert ev.scalars["AUGRC_entropy"] == pytest.approx(float(M.augrc(mean, targets, total, multilabel=True)))
+    # the curve is the metric of the data, not the mean of the bootstrap resamples
+    plain = M.retention_curve(mean, targets, total, "map")
+    torch.testing.assert_close(ev.retention["entropy"].mean, plain.mean, equal_nan=True)
+    again = evaluate_runs(probs, targets, multilabel=True)
+    torch.testing.assert_close(again.random.mean, ev.random.mean)  # seeded random-discarding curve
+
+
+def test_a_measure_without_spread_is_not_scored(tmp_path):
+    probs, targets = _runs(True, runs=1, samples=1, n=40)  # one sample: epistemic is 0 for every clip
+    ev = evaluate_runs(probs, targets, multilabel=True, ood_probs=probs[:, :, :10])
+    assert "epistemic" in ev.skipped and "cannot rank clips" in ev.skipped["epistemic"]
+    assert set(ev.retention) == {"entropy", "aleatoric"}
+    assert not {"AURC_epistemic", "ood_auroc_epistemic", "retention_area_epistemic"} & set(ev.scalars)
+    written = write_evaluation(ev, tmp_path)
+    assert json.loads(written["unscored"].read_text())["epistemic"] == ev.skipped["epistemic"]
+    header = (tmp_path / "retention.csv").read_text().splitlines()[0]
+    assert "epistemic" not in header and "entropy_coverage" in header

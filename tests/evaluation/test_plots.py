@@ -73,3 +73,26 @@ def test_bad_inputs():
         plot_reliability("not data")
     with pytest.raises(ValueError, match=r"\(N,\)"):
         plot_uncertainty_boxplots({"a": torch.rand(2, 2)})
+
+
+def _legend_texts(fig):
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_one_size_and_every_mark_in_a_legend(predictions):
+    from vipann.evaluation.plots import FIGSIZE
+
+    probs, y = predictions
+    g = torch.Generator().manual_seed(2)
+    multihot = torch.rand(120, 5, generator=g) < 0.2
+    curves = {"entropy": retention_curve(probs[0], multihot, -probs[0].max(-1).values, "map", bootstrap=20)}
+    ret = plot_retention(curves, random=random_curve(probs[0], multihot, "map", draws=2), title="t")
+    rel = plot_reliability(reliability_diagram(probs[0], y), title="t")
+    box = plot_uncertainty_boxplots({"entropy": {"ID": torch.rand(20), "OOD": torch.rand(9)}}, title="t")
+    for fig in (ret, rel, box):
+        assert tuple(fig.get_size_inches()) == FIGSIZE and fig._suptitle.get_text() == "t"
+    texts = _legend_texts(ret)
+    assert "random discarding" in texts and any("bootstrap band" in t for t in texts)
+    assert "some classes have no kept positive" in texts  # the low-coverage shading
+    assert {"median", "mean"} <= set(_legend_texts(box)) and any("whiskers" in t for t in _legend_texts(box))
+    assert {"perfect calibration", "share of forecasts per bin"} <= set(_legend_texts(rel))

@@ -51,7 +51,8 @@ examples:
 
 methods: base, focal, mc-dropout, ensemble, sngp, temperature, flip, detflip (default: all).
 Writes OUT/comparison.csv, comparison.md and comparison.json (mean ± std over the test folds of
-accuracy, ECE, OOD AUROC / AUPR, NLL and Brier score) and every method's run under OUT/methods/.
+accuracy, ECE, OOD AUROC / AUPR, NLL, Brier score, marginal ECE, MCS, AURC and AUGRC) and every
+method's run under OUT/methods/.
 """
 
 

@@ -171,7 +171,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             for r in range(runs)
         ]
     ).cpu()
-    evaluation = evaluate_runs(probs, dataset.targets, multilabel=dataset.multilabel)
+    evaluation = evaluate_runs(
+        probs, dataset.targets, multilabel=dataset.multilabel, interval=args.interval, classes=args.classes
+    )
     write_evaluation(
         evaluation,
         args.out,
@@ -206,13 +208,24 @@ def _cmd_retention(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} lacks 'probs' or 'targets'; it is not a vipann predictions file")
     probs, targets = tensors["probs"], tensors["targets"]
     multilabel = targets.dim() == 2
-    evaluation = evaluate_runs(probs, targets, multilabel=multilabel, ood_probs=tensors.get("ood_probs"))
+    evaluation = evaluate_runs(
+        probs,
+        targets,
+        multilabel=multilabel,
+        ood_probs=tensors.get("ood_probs"),
+        interval=args.interval,
+        classes=args.classes,
+    )
     write_evaluation(evaluation, args.out, title=path.parent.name)
     for name, result in evaluation.retention.items():
+        half = int((result.fractions - 0.5).abs().argmin())
         print(
-            f"{name:>10s}: area {result.area:.4f}  ({result.metric} {float(result.mean[-1]):.4f} at 100 %, "
-            f"{float(result.mean[len(result.mean) // 2]):.4f} at 50 %)"
+            f"{name:>10s}: area {result.area:.4f}  ({result.metric} {float(result.mean[-1]):.4f} at "
+            f"{100 * float(result.fractions[-1]):g} %, {float(result.mean[half]):.4f} at "
+            f"{100 * float(result.fractions[half]):g} %; 95 % {result.ci} band)"
         )
+    for name, why in evaluation.skipped.items():
+        print(f"{name:>10s}: not scored: {why}")
     print(f"written to {args.out}")
     return 0
 
@@ -248,9 +261,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True)
+    _band_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("retention", help="retention curves and figures from a saved predictions.safetensors")
     p.add_argument("predictions")
     p.add_argument("--out", required=True)
+    _band_options(p)
     p.set_defaults(func=_cmd_retention)
+
+
+def _band_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--interval",
+        choices=["percentile", "basic", "bca"],
+        default="percentile",
+        help="bootstrap band of the retention curves of a single run (several runs give a Student-t band)",
+    )
+    p.add_argument(
+        "--classes",
+        choices=["fixed", "kept"],
+        default="fixed",
+        help="mAP retention curves: average the classes with a positive among all clips (fixed, a class without "
+        "a kept positive counts 0) or only the classes with a kept positive (kept)",
+    )

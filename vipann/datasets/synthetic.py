@@ -442,5 +442,6 @@ def describe() -> str:
         for name, recipe in recipes.items():
             label = f"{name} (ESC-50 `{DOWNSTREAM_ESC50_CATEGORIES[name]}`)" if name in DOWNSTREAM_RECIPES else name
             lo, hi = recipe.seconds
-            lines.append(f"| {group} | {label} | {recipe.family} | {lo:g}-{hi:g} | {recipe.description} |")
+            span = f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"  # a fixed length is one number, not "2-2"
+            lines.append(f"| {group} | {label} | {recipe.family} | {span} | {recipe.description} |")
     return "\n".join(lines) + "\n"

@@ -103,7 +103,7 @@ def write_example_data(
     ood = make_ood(root / "ood", seed=seed, num_clips=size["ood_clips"])
     settings = transfer_settings(downstream, ood, size, seed, progress)
     transfer = root / "transfer"
-    config = TransferConfig(out=str(transfer), strategies=[strategy], fixed_epochs=size["fixed_epochs"], **settings)
+    config = TransferConfig(out=str(transfer), strategies=[strategy], **settings)
     run_transfer(config)
     (test_fold,) = config.folds
     export = transfer / strategy / f"fold{test_fold}" / "finetuned" / "export"

@@ -1,8 +1,9 @@
-"""Evaluation metrics: classification, calibration, out-of-distribution detection, retention curves.
+"""Evaluation metrics: classification, calibration, selective prediction, OOD detection, retention curves.
 
 Every function takes torch tensors and computes on their device.
 """
 
+from vipann.metrics.bootstrap import bootstrap_interval, student_t_interval
 from vipann.metrics.calibration import (
     BrierDecomposition,
     ReliabilityData,
@@ -14,6 +15,7 @@ from vipann.metrics.calibration import (
     reliability_diagram,
     reliability_mae,
 )
+from vipann.metrics.calibration_multilabel import miscalibration_score, multilabel_calibration_error
 from vipann.metrics.classification import (
     accuracy,
     average_precision,
@@ -30,13 +32,17 @@ from vipann.metrics.retention import (
     retention_curve,
     retention_curves,
 )
+from vipann.metrics.selective import augrc, aurc, risk_coverage_curve
 
 __all__ = [
     "BrierDecomposition",
     "ReliabilityData",
     "RetentionResult",
     "accuracy",
+    "augrc",
+    "aurc",
     "average_precision",
+    "bootstrap_interval",
     "brier_decomposition",
     "brier_score",
     "d_prime",
@@ -44,6 +50,8 @@ __all__ = [
     "macro_roc_auc",
     "maximum_calibration_error",
     "mean_average_precision",
+    "miscalibration_score",
+    "multilabel_calibration_error",
     "negative_log_likelihood",
     "ood_aupr",
     "ood_auroc",
@@ -53,5 +61,7 @@ __all__ = [
     "reliability_mae",
     "retention_curve",
     "retention_curves",
+    "risk_coverage_curve",
     "roc_auc",
+    "student_t_interval",
 ]

@@ -18,8 +18,10 @@ seeded), so all train on the same clips; every one also gets its own fitted temp
 (``OUT/methods/<method>/.../temperature.json``), and ``temperature`` reports the base network's. The
 table (paper 000's columns) has, per method, mean ± std over the test folds of accuracy (mAP for a
 multi-label dataset), ECE, OOD AUROC and AUPR with the total predictive entropy as the score, NLL
-and Brier score, plus OOD AUROC / AUPR with the epistemic part (mutual information) for the methods
-that have one (several Monte-Carlo samples or members). It is written as ``comparison.csv``,
+and Brier score; the marginal (classwise) ECE, the signed miscalibration score MCS (> 0:
+over-confident), AURC and AUGRC (selective prediction ranked by the entropy); plus OOD AUROC / AUPR
+with the epistemic part (mutual information) for the methods that have one (several Monte-Carlo
+samples or members). It is written as ``comparison.csv``,
 ``comparison.md`` and ``comparison.json`` (atomically) in ``OUT``.
 
 By default only the fixed-feature stage is trained (the backbone frozen, heads on features cached
@@ -103,10 +105,15 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("OOD AUPR", "ood_aupr_entropy", False),
     ("NLL", "NLL", False),
     ("Brier", "Brier", False),
+    ("marginal ECE", "ECE_marginal", False),
+    ("MCS", "MCS", False),
+    ("AURC", "AURC_entropy", False),
+    ("AUGRC", "AUGRC_entropy", False),
     ("OOD AUROC (epistemic)", "ood_auroc_epistemic", True),
     ("OOD AUPR (epistemic)", "ood_aupr_epistemic", True),
 )
 _BETTER = {"accuracy": "↑", "mAP": "↑", "ECE": "↓", "OOD AUROC": "↑", "OOD AUPR": "↑", "NLL": "↓", "Brier": "↓"}
+_BETTER.update({"marginal ECE": "↓", "MCS": "→0", "AURC": "↓", "AUGRC": "↓"})
 
 
 @dataclass
@@ -430,8 +437,9 @@ def run_compare(config: CompareConfig, ctx: DistContext | None = None) -> list[d
     notes = [
         f"Dataset: {data['dataset']} ({data['data_root']}), test folds {folds}, {config.stage} stage, "
         f"backbone {data['model'] or 'the AudioSet ResNet54 of each strategy'}; OOD set: {data['ood_root'] or 'none'}.",
-        f"Mean ± std over folds. OOD scores: total predictive entropy (epistemic columns: mutual information, "
-        f"only for methods with several samples or members). Ensemble of {config.ensemble_members} members; "
+        f"Mean ± std over folds. OOD scores and AURC/AUGRC rankings: total predictive entropy (epistemic columns: "
+        f"mutual information, only for methods with several samples or members). MCS: mean confidence minus "
+        f"accuracy (> 0: over-confident). Ensemble of {config.ensemble_members} members; "
         f"{config.num_samples} Monte-Carlo samples; temperatures fitted on {config.val_fraction:.0%} of the "
         "training clips held out per class.",
     ]
