@@ -61,7 +61,7 @@ def _handler(hub):
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if self.command == "GET":
+            if self.command != "HEAD":
                 self.wfile.write(body)
 
         def _error(self, code, message, commit=None):
