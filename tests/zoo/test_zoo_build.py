@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,13 @@ from _golden import load_keys, seeded_state_dict
 from _hub_server import serve_hub
 from _zenodo_server import md5_of, pin_release, serve_zenodo
 
-from vipann import cli
+import vipann
+from vipann import cli, create_model
 from vipann.models.frontend import FrontendConfig
 from vipann.zoo.convert import from_panns_checkpoint
-from vipann.zoo.registry import _REGISTRY
+from vipann.zoo.registry import _REGISTRY, get_pretrained_cfg
 from vipann.zoo.serialization import CONFIG_NAME, README_NAME, WEIGHTS_NAME, read_config, verify_pretrained_dir
+from vipann.zoo.sources import VIPANN_BOX_PAGE, SourceFile
 
 FILE = "Cnn6_mAP=0.343.pth"
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -85,7 +88,7 @@ def test_build_writes_hub_ready_directories_with_provenance(zoo, originals, pinn
         assert f'vipann.from_pretrained("{name}")' in card  # loads by name today (from the release)
         with torch.no_grad():
             expected = from_panns_checkpoint(originals / FILE, name)(x)
-            model = __import__("vipann").from_pretrained(f"local-dir:{zoo / name}")
+            model = vipann.from_pretrained(f"local-dir:{zoo / name}")
             assert torch.equal(model(x), expected)
     # a second run keeps what is there
     assert cli.main(["zoo", "build", "--from", str(originals), "--out", str(zoo), "--pattern", "*-cnn6"]) == 0
@@ -197,3 +200,52 @@ def test_publish_pushes_the_zoo_to_the_hub_and_it_loads_back(zoo, originals, pin
         results["fallback"]["source"].startswith("local-dir:") and "falling back to the original release" in proc.stderr
     )
     assert [r[0] for r in zenodo_requests] == [FILE]  # only the fallback touched the release server
+
+
+# -- a file without a published checksum (the shape of VI-PANN's flipout.pth) ---------------------
+VI_FILE = "flipout-tiny.pth"
+
+
+@pytest.fixture
+def vi_entry(monkeypatch, tmp_path):
+    """A registry entry made like flip-resnet54 (weights='vipann', a Box page, no checksum), on the tiny net."""
+    source = SourceFile(VI_FILE, page=VIPANN_BOX_PAGE, publisher="a VI-PANN-shaped test file")
+    cfg = replace(
+        get_pretrained_cfg("flip-tiny"),
+        name="flip-tiny.vi",
+        tag="vi",
+        weights="vipann",
+        source=source,
+        conversion="vipann",
+        result="not-public",
+        source_checkpoint=VI_FILE,
+        hf_hub_id="vipann/flip-tiny.vi",
+    )
+    cfg.validate()
+    monkeypatch.setitem(_REGISTRY, cfg.name, cfg)
+    monkeypatch.setenv("VIPANN_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = create_model("flip-tiny")  # bayesian-torch state-dict names, as flipout.pth has
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / VI_FILE)
+    return folder, fingerprint(model)
+
+
+def test_a_file_without_a_published_checksum_is_imported_and_built(vi_entry, monkeypatch, tmp_path, capsys):
+    folder, expected = vi_entry
+    with pytest.raises(RuntimeError) as info:
+        vipann.from_pretrained("flip-tiny.vi")
+    assert VIPANN_BOX_PAGE in str(info.value) and f"vipann zoo import {VI_FILE}" in str(info.value)
+    assert cli.main(["zoo", "import", str(folder / VI_FILE)]) == 0
+    assert "flip-tiny.vi" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = vipann.from_pretrained("flip-tiny.vi")
+    md5 = md5_of(folder / VI_FILE)
+    assert fingerprint(model) == expected
+    assert model.pretrained_source == f"local-dir:{tmp_path / 'cache' / 'zoo' / 'converted' / 'flip-tiny.vi'}/{md5}-c1"
+    out = tmp_path / "zoo"
+    assert cli.main(["zoo", "build", "--from", str(folder), "--out", str(out), "--pattern", "*.vi"]) == 0
+    card = (out / "flip-tiny.vi" / README_NAME).read_text()
+    assert "| published checksum | none published |" in card and md5 in card and VIPANN_BOX_PAGE in card
+    assert fingerprint(vipann.from_pretrained(f"local-dir:{out / 'flip-tiny.vi'}")) == expected
