@@ -270,6 +270,8 @@ def _source_section(meta: Mapping[str, Any]) -> str:
     """The original file the weights come from: where it is published, its checksums, the release's metrics."""
     recorded = (meta.get("extra") or {}).get("source")
     source = recorded
+    if not source and "source" not in meta and is_model(meta["name"]):
+        meta = get_pretrained_cfg(meta["name"]).to_dict()  # a config.json without a recorded source
     if not source and meta.get("source"):  # a registry entry's metadata (PretrainedCfg.to_dict())
         path = meta["source"].get("path")
         source = {

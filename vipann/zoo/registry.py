@@ -157,6 +157,8 @@ class PretrainedCfg:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field (``source`` as a dict)."""
         out = asdict(self)
+        if self.source is not None:
+            out["source"]["url"] = self.source.url
         out["tags"] = list(self.tags)
         out["label_names"] = list(self.label_names)
         return out
