@@ -30,10 +30,11 @@ def cnn14_file(tmp_path_factory):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """An empty HOME (so ~/panns_data is under our control) and an offline Hub."""
+    """An empty HOME (so ~/panns_data is under our control), an empty zoo cache and an offline Hub."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("VIPANN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
 
@@ -153,15 +154,16 @@ def test_cuda_falls_back_to_cpu_like_panns_inference():
 # -- where the weights come from ----------------------------------------------------------------
 
 
-def test_missing_checkpoint_says_how_to_get_it(home):
+def test_offline_without_weights_says_how_to_get_them(home, tmp_path):
     with pytest.raises(CheckpointNotFoundError) as info:
         AudioTagging(device="cpu")
     message = str(info.value)
-    assert PANNS_FILE in message and "3987831" in message
+    assert PANNS_FILE in message and "offline mode is on (HF_HUB_OFFLINE=1)" in message
+    assert "https://zenodo.org/records/3987831/files/Cnn14_mAP%3D0.431.pth?download=1" in message
+    assert f"vipann zoo import {PANNS_FILE}" in message
     assert f"vipann convert panns {PANNS_FILE} --name drop-cnn14 --out ./drop-cnn14" in message
     assert str(home / "panns_data" / PANNS_FILE) in message
-    assert "never downloads" in message
-    assert not (home / "panns_data").exists()  # nothing was created or fetched
+    assert not (home / "panns_data").exists() and not (tmp_path / "cache").exists()  # nothing created or fetched
 
 
 def test_missing_checkpoint_path_is_an_error(home):

@@ -38,6 +38,7 @@ def home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("VIPANN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
 
@@ -59,16 +60,16 @@ def _audio(batch, samples, seed=0):
     return (0.1 * torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))).numpy()
 
 
-def test_missing_checkpoint_names_the_file_the_url_and_the_convert_command(home):
+def test_offline_without_weights_names_the_file_the_url_and_the_commands(home, tmp_path):
     with pytest.raises(CheckpointNotFoundError) as info:
         SoundEventDetection(device="cpu")
     message = str(info.value)
     assert str(home / "panns_data" / SED_FILE) in message  # panns-inference's default path
-    assert "https://zenodo.org/record/3987831/files/Cnn14_DecisionLevelMax_mAP%3D0.385.pth?download=1" in message
+    assert "https://zenodo.org/records/3987831/files/Cnn14_DecisionLevelMax_mAP%3D0.385.pth?download=1" in message
+    assert f"vipann zoo import {ZENODO_FILE}" in message
     assert f"vipann convert panns {ZENODO_FILE} --name drop-cnn14-dlmax --out ./drop-cnn14-dlmax" in message
     assert "SoundEventDetection(model='local-dir:./drop-cnn14-dlmax')" in message
-    assert "never downloads" in message
-    assert not (home / "panns_data").exists()  # nothing was created or fetched
+    assert not (home / "panns_data").exists() and not (tmp_path / "cache").exists()  # nothing created or fetched
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         SoundEventDetection(checkpoint_path=home / "nope" / SED_FILE, device="cpu")
 

@@ -7,8 +7,6 @@ subprocess whose environment sets ``HF_ENDPOINT`` / ``HF_HUB_OFFLINE`` before hu
 imported (it reads them once, at import), so the real huggingface_hub code path is exercised.
 """
 
-import hashlib
-import http.server
 import inspect
 import json
 import os
@@ -16,12 +14,11 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
-import urllib.parse
 from pathlib import Path
 
 import pytest
 import torch
+from _hub_server import serve_hub
 
 import vipann
 from vipann.zoo import hub as _hub
@@ -42,107 +39,11 @@ def fingerprint(model):
     return digest.hexdigest()
 
 
-# -- a Hub-shaped server -----------------------------------------------------------------------
-class FakeHub:
-    """Repositories ``{repo_id: {"refs": {branch: commit}, "commits": {commit: {filename: bytes}}}}``."""
-
-    def __init__(self):
-        self.repos = {}
-        self.log = []
-        self.lock = threading.Lock()
-
-    def add(self, repo_id, files, branch="main"):
-        commit = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode())
-        commit = commit.hexdigest()
-        repo = self.repos.setdefault(repo_id, {"refs": {}, "commits": {}})
-        repo["commits"][commit] = dict(files)
-        repo["refs"][branch] = commit
-        return commit
-
-    def segments(self):
-        """Requests grouped by the marker the client sent before them."""
-        out, current = {}, None
-        for method, path in self.log:
-            if path.startswith("/_mark/"):
-                current = path[len("/_mark/") :]
-                out[current] = []
-            elif current is not None:
-                out[current].append((method, path))
-        return out
-
-
-def _handler(hub):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        timeout = 10  # a stuck client cannot hold a server thread for long
-
-        def log_message(self, *args):
-            pass
-
-        def _send(self, status, headers, body=b""):
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
-
-        def _error(self, code, message, commit=None):
-            headers = {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"}
-            if commit:
-                headers["X-Repo-Commit"] = commit
-            self._send(401 if code == "RepoNotFound" else 404, headers, json.dumps({"error": message}).encode())
-
-        def _serve(self):
-            path = urllib.parse.urlsplit(self.path).path
-            with hub.lock:
-                hub.log.append((self.command, path))
-            if path.startswith("/_mark/"):
-                return self._send(200, {}, b"ok")
-            parts = path.lstrip("/").split("/")
-            if len(parts) < 5 or parts[2] != "resolve":
-                return self._send(404, {}, b"not a resolve url")
-            repo_id = f"{parts[0]}/{parts[1]}"
-            revision = urllib.parse.unquote(parts[3])
-            filename = urllib.parse.unquote("/".join(parts[4:]))
-            repo = hub.repos.get(repo_id)
-            if repo is None:
-                return self._error("RepoNotFound", "Repository not found")
-            commit = repo["refs"].get(revision, revision if revision in repo["commits"] else None)
-            if commit is None:
-                return self._error("RevisionNotFound", "Invalid rev id")
-            files = repo["commits"][commit]
-            if filename not in files:
-                return self._error("EntryNotFound", "Entry not found", commit)
-            body = files[filename]
-            headers = {
-                "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
-                "X-Repo-Commit": commit,
-                "Content-Type": "application/octet-stream",
-            }
-            self._send(200, headers, body)
-
-        def do_GET(self):
-            self._serve()
-
-        def do_HEAD(self):
-            self._serve()
-
-    return Handler
-
-
+# -- a Hub-shaped server (tests/_hub_server.py) ------------------------------------------------
 @pytest.fixture(scope="module")
 def fake_hub():
-    hub = FakeHub()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    yield hub
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve_hub() as hub:
+        yield hub
 
 
 # -- the subprocess that loads through huggingface_hub -----------------------------------------

@@ -1,6 +1,7 @@
 """The ``vipann`` command line: one argparse parser, one module per group of subcommands.
 
 * :mod:`vipann.cli.zoo`: ``list``, ``info``, ``convert``, ``push``, ``card``;
+* :mod:`vipann.cli.zoo_build`: ``zoo build``, ``zoo publish``, ``zoo import``;
 * :mod:`vipann.cli.evaluate`: ``predict``, ``evaluate``, ``retention``;
 * :mod:`vipann.cli.compare`: ``compare``;
 * :mod:`vipann.cli.demo`: ``demo``, ``example-data``.
@@ -22,6 +23,7 @@ import vipann.cli.compare
 import vipann.cli.demo
 import vipann.cli.evaluate
 import vipann.cli.zoo
+import vipann.cli.zoo_build
 from vipann.utils.entry import DEBUG_VARIABLE, run_entry_point
 
 __all__ = ["build_parser", "main"]
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Errors are reported in one line (exit status 2); set {DEBUG_VARIABLE}=1 to see the traceback.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (vipann.cli.zoo, vipann.cli.evaluate, vipann.cli.compare, vipann.cli.demo):
+    for group in (vipann.cli.zoo, vipann.cli.zoo_build, vipann.cli.evaluate, vipann.cli.compare, vipann.cli.demo):
         group.add_commands(sub)
     return parser
 

@@ -15,7 +15,7 @@ from vipann.zoo.config import read_config
 from vipann.zoo.factory import create_model
 from vipann.zoo.hub import push_to_hub
 from vipann.zoo.identify import where_published
-from vipann.zoo.registry import get_pretrained_cfg, list_models
+from vipann.zoo.registry import WEIGHTS, get_pretrained_cfg, list_models
 from vipann.zoo.serialization import save_pretrained
 
 __all__ = ["add_commands"]
@@ -138,7 +138,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'flip-*'")
-    p.add_argument("--weights", choices=("hub", "convert", "none"), help="only entries with these weights")
+    p.add_argument("--weights", choices=tuple(WEIGHTS), help="only entries whose weights load this way")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=_cmd_list)
 

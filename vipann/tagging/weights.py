@@ -1,4 +1,4 @@
-"""Where the drop-ins find their weights, the way panns-inference users keep them, never downloading silently.
+"""Where the drop-ins find their weights: the way panns-inference users keep them, or downloaded like it does.
 
 In this order:
 
@@ -7,9 +7,12 @@ In this order:
 2. the PANNs release file in ``~/panns_data`` where panns-inference keeps it
    (``Cnn14_mAP=0.431.pth`` for the ``*-cnn14`` names; ``Cnn14_DecisionLevelMax.pth`` or
    ``Cnn14_DecisionLevelMax_mAP=0.385.pth`` for ``*-cnn14-dlmax``), converted in memory;
-3. :func:`vipann.from_pretrained` (the Hugging Face Hub, or ``local-dir:``/``hf-hub:`` sources).
+3. :func:`vipann.from_pretrained`: the Hub when published, else the zoo cache, else the release
+   file downloaded from Zenodo with a progress bar, checked against its published checksum,
+   converted and cached (:mod:`vipann.zoo.release`); nothing happens at import time.
 
-When none holds the weights, :class:`CheckpointNotFoundError` says how to get them.
+When none can give the weights (offline with a cold cache, or a model without public trained
+weights), :class:`CheckpointNotFoundError` says how to get them.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from vipann.zoo.convert import (
     from_panns_checkpoint,
     resolve_architecture,
 )
+from vipann.zoo.download import DownloadError
 from vipann.zoo.factory import from_pretrained
 from vipann.zoo.hub import HubError, NotCachedError
 from vipann.zoo.registry import (
     PANNS_INFERENCE_FILES,
     PANNS_RELEASE,
-    PANNS_ZENODO,
     get_pretrained_cfg,
     is_model,
     split_model_name,
@@ -60,10 +63,6 @@ def panns_data_dir() -> Path:
     return Path.home() / "panns_data"
 
 
-def _zenodo_url(filename: str) -> str:
-    return f"{PANNS_ZENODO}/files/{filename.replace('=', '%3D')}?download=1"
-
-
 def _local_names(cfg) -> list[str]:
     """File names the PANNs checkpoint of an entry may have in ``~/panns_data`` (panns-inference's first)."""
     return [n for n in (PANNS_INFERENCE_FILES.get(cfg.arch), cfg.source_checkpoint) if n]
@@ -82,33 +81,25 @@ def _in_place_file(name: str) -> Path | None:
 
 
 def _how_to_get(name: str) -> str:
+    """What to do when no weights for ``name`` can be had here, besides what from_pretrained's error says."""
     cfg = get_pretrained_cfg(name)
     if cfg.weights == "none":
         return f"{name!r} is an architecture without pretrained weights; build it with vipann.create_model({name!r})"
     # The decision-level (framewise) models are what SoundEventDetection loads.
     user = "AudioTagging" if ARCHITECTURES[cfg.arch].pooling == "clip" else "SoundEventDetection"
-    lines = [f"no weights for {name!r} are available locally, and vipann never downloads a checkpoint silently."]
-    source = cfg.source_checkpoint
-    if source in _RELEASE_FILES:
-        here = panns_data_dir() / _local_names(cfg)[0]
-        lines += [
-            f"Its weights come from the PANNs checkpoint {source} (Zenodo record 3987831). Either:",
-            f"  1. download it to where panns-inference keeps it ({here}), and {user} uses it in place:",
-            f'       mkdir -p "{here.parent}" && wget -O "{here}" "{_zenodo_url(source)}"',
-            f"     (or pass checkpoint_path=... to {user}); or",
-            "  2. convert it once into a vipann model directory and load that:",
-            f"       {cfg.convert_command()}",
-            f"       {user}(model='local-dir:./{name}')",
+    source = cfg.source
+    if source is None or source.filename not in _RELEASE_FILES or source.url is None:
+        return f"Alternatively, pass checkpoint_path=... (a converted model directory) to {user}."
+    here = panns_data_dir() / _local_names(cfg)[0]
+    return "\n".join(
+        [
+            f"Alternatively, as with panns-inference, put {source.filename} (Zenodo record 3987831) where "
+            f"panns-inference keeps it, {here}, and {user} uses it in place:",
+            f'    mkdir -p "{here.parent}" && wget -O "{here}" "{source.url}"',
+            f"or convert it once and load the directory: {cfg.convert_command()}, then "
+            f"{user}(model='local-dir:./{name}').",
         ]
-    elif cfg.convert_command():
-        lines += [
-            f"Build it from {source} and load the result:",
-            f"  {cfg.convert_command()}",
-            f"  {user}(model='local-dir:./{name}')",
-        ]
-    if cfg.hf_hub_id and not cfg.published:
-        lines.append(f"(Its Hub repository {cfg.hf_hub_id!r} is not published yet.)")
-    return "\n".join(lines)
+    )
 
 
 def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
@@ -133,6 +124,8 @@ def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
     logger.info("%s", describe_conversion(path, name))
     if flipout:
         return from_bayesian_torch(state, name, source=path.name), name
+    if split_model_name(name)[0] in ("flip", "detflip"):
+        logger.warning("%s from the deterministic %s is MOPED-initialised, not trained (delta 0.5)", name, path.name)
     return from_panns_checkpoint({"model": state}, name), name
 
 
@@ -200,11 +193,11 @@ def load_model(
         logger.info("using panns-inference's checkpoint %s in place as vipann model %r", local, name)
         return net, name, str(local)
     try:
-        net = from_pretrained(name)
-    except NotCachedError as exc:
+        net = from_pretrained(name)  # the Hub, the zoo cache, or the release file downloaded and converted
+    except NotCachedError as exc:  # offline with a cold cache
         raise CheckpointNotFoundError(f"{exc}\n" + _how_to_get(name)) from exc
-    except HubError:
+    except (HubError, DownloadError):
         raise
-    except RuntimeError as exc:  # the registry entry's weights are not published
-        raise CheckpointNotFoundError(_how_to_get(name)) from exc
+    except RuntimeError as exc:  # no trained weights of this entry can be fetched
+        raise CheckpointNotFoundError(f"{exc}\n" + _how_to_get(name)) from exc
     return net, name, getattr(net, "pretrained_source", name)

@@ -1,7 +1,12 @@
 """The model zoo: names, metadata, weights on disk and on the Hub, model cards, converters.
 
-* :mod:`~vipann.zoo.registry`: model names and their :class:`PretrainedCfg` metadata.
+* :mod:`~vipann.zoo.registry`: model names and their :class:`PretrainedCfg` metadata (the entries
+  are data in :mod:`~vipann.zoo.entries`; where their original files are published, with URLs,
+  sizes and checksums, in :mod:`~vipann.zoo.sources`).
 * :mod:`~vipann.zoo.factory`: :func:`create_model` (architecture) and :func:`from_pretrained` (weights).
+* :mod:`~vipann.zoo.release` and :mod:`~vipann.zoo.download`: entries built from their original
+  release files on first use (download with progress and resume, checksum, conversion, cache).
+* :mod:`~vipann.zoo.build`: ``vipann zoo build`` / ``publish`` / ``import``.
 * :mod:`~vipann.zoo.serialization` and :mod:`~vipann.zoo.config`: model directories
   (``config.json`` + ``model.safetensors`` + ``README.md``), checked on load.
 * :mod:`~vipann.zoo.heads`: head types (SNGP, ...) that other layers register for saving and loading.
@@ -17,6 +22,7 @@ The zoo sits on the networks (:mod:`vipann.models`, :mod:`vipann.layers`) and th
 from vipann.zoo import convert
 from vipann.zoo.cards import render_card, write_card
 from vipann.zoo.checkpoint import CheckpointError
+from vipann.zoo.download import ChecksumMismatchError, DownloadError
 from vipann.zoo.factory import create_model, from_pretrained, package_weights_dir
 from vipann.zoo.heads import register_head, registered_heads
 from vipann.zoo.hub import HubError, NotCachedError, push_to_hub
@@ -25,6 +31,8 @@ from vipann.zoo.serialization import load_pretrained_dir, save_pretrained, verif
 
 __all__ = [
     "CheckpointError",
+    "ChecksumMismatchError",
+    "DownloadError",
     "HubError",
     "NotCachedError",
     "PretrainedCfg",

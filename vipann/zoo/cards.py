@@ -21,6 +21,7 @@ from vipann.models.pann import ARCHITECTURES
 from vipann.utils.atomic import write_text_atomic
 from vipann.zoo.config import README_NAME, read_config
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, is_model
+from vipann.zoo.sources import DEFAULT_PANNS_ENDPOINT
 
 __all__ = ["CARD_FIELDS", "render_card", "stochastic_layers", "write_card"]
 
@@ -244,7 +245,8 @@ def _load_id(meta: Mapping[str, Any]) -> str:
     name, hub_id = meta["name"], meta.get("hf_hub_id")
     if is_model(name):
         entry = get_pretrained_cfg(name)
-        if entry.published and hub_id in (None, entry.hf_hub_id):
+        # The Hub, the original release (converted on first use) or the package: the bare name loads.
+        if entry.available and hub_id in (None, entry.hf_hub_id):
             return name
     return f"hf-hub:{hub_id}" if hub_id else f"local-dir:./{name}"
 
@@ -256,6 +258,59 @@ def _rebuild(meta: Mapping[str, Any]) -> str:
     if meta.get("source_checkpoint"):
         return f"Converted from `{meta['source_checkpoint']}`."
     return ""
+
+
+_RESULTS = {
+    "exact": "exact: the published weights, converted unchanged",
+    "not-public": "the trained weights of this model are not in any public file",
+}
+
+
+def _source_section(meta: Mapping[str, Any]) -> str:
+    """The original file the weights come from: where it is published, its checksums, the release's metrics."""
+    recorded = (meta.get("extra") or {}).get("source")
+    source = recorded
+    if not source and "source" not in meta and is_model(meta["name"]):
+        meta = get_pretrained_cfg(meta["name"]).to_dict()  # a config.json without a recorded source
+    if not source and meta.get("source"):  # a registry entry's metadata (PretrainedCfg.to_dict())
+        path = meta["source"].get("path")
+        source = {
+            **meta["source"],
+            "url": DEFAULT_PANNS_ENDPOINT + path if path else None,
+            "result": meta.get("result"),
+        }
+    if not source:
+        return ""
+    name = source.get("file") or source.get("filename")
+    url = source.get("url")
+    rows = [
+        "### Original file",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | {f'[{name}]({url})' if url else f'`{name}`'} |",
+        f"| published by | {source.get('publisher', '')} ({source.get('page', '')}) |",
+    ]
+    if source.get("size"):
+        rows.append(f"| size | {int(source['size']):,} bytes |")
+    published = source.get("published_checksum")
+    if published is None:
+        published = f"md5:{source['md5']}" if source.get("md5") else "none published"
+    rows.append(f"| published checksum | {published} |")
+    if recorded:
+        rows.append(f"| checksums of the converted file | md5 `{source['md5']}`, sha256 `{source['sha256']}` |")
+        rows.append(f"| conversion | `{source['converter']}`, converter version {source['converter_version']} |")
+    if source.get("result") in _RESULTS:
+        rows.append(f"| result | {_RESULTS[source['result']]} |")
+    metrics = source.get("release_metrics") or source.get("metrics") or {}
+    shown = [
+        f"{_DATASETS.get(d, d)} {_METRIC_NAMES.get(k, (k, k))[1]} {v:g}"
+        for d, vs in metrics.items()
+        for k, v in vs.items()
+    ]
+    if shown:
+        rows.append(f"| the release reports | {', '.join(shown)} (as published for this file) |")
+    return "\n".join(rows)
 
 
 def _generic_prose(meta: Mapping[str, Any]) -> str:
@@ -336,6 +391,7 @@ def render_card(source: PretrainedCfg | Mapping[str, Any] | str) -> str:
         "prose": prose.strip(),
         "evaluation": _evaluation(meta),
         "provenance": meta["provenance"],
+        "source": _source_section(meta),
         "rebuild": _rebuild(meta),
         "citations": "\n".join(_CITATIONS[c] for c in _METHOD_CITATIONS[meta["method"]]),
     }

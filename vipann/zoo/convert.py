@@ -36,7 +36,7 @@ from vipann.zoo.checkpoint import (
     read_torch_checkpoint,
     state_dict_from_object,
 )
-from vipann.zoo.factory import create_model
+from vipann.zoo.create import create_model
 from vipann.zoo.identify import (
     FRONTEND_KEYS,
     _flipout_prefixes,

@@ -16,9 +16,12 @@ from typing import Any
 
 from vipann.datasets.labels import get_labels
 from vipann.models.pann import ARCHITECTURES, METHODS
+from vipann.zoo.entries import DEFAULT_TAGS, HUB_ORG, VIPANN_CHECKPOINTS, all_entries  # noqa: F401 (re-exported)
+from vipann.zoo.sources import PANNS_FILES, PANNS_ZENODO, SourceFile  # noqa: F401 (re-exported)
 
 __all__ = [
     "HUB_ORG",
+    "WEIGHTS",
     "PretrainedCfg",
     "get_pretrained_cfg",
     "is_model",
@@ -28,29 +31,26 @@ __all__ = [
     "zoo_table",
 ]
 
-HUB_ORG = "vipann"
-
-PANNS_ZENODO = "https://zenodo.org/record/3987831"
-VIPANN_CHECKPOINTS = "https://github.com/marko-orescanin-nps/VI-PANN (checkpoints/README.md)"
-
 # Official PANNs release file per architecture and its AudioSet eval mAP (from the file name).
 PANNS_RELEASE: dict[str, tuple[str, float]] = {
-    "cnn6": ("Cnn6_mAP=0.343.pth", 0.343),
-    "cnn10": ("Cnn10_mAP=0.380.pth", 0.380),
-    "cnn14": ("Cnn14_mAP=0.431.pth", 0.431),
-    "cnn14-dlmax": ("Cnn14_DecisionLevelMax_mAP=0.385.pth", 0.385),
-    "resnet22": ("ResNet22_mAP=0.430.pth", 0.430),
-    "resnet38": ("ResNet38_mAP=0.434.pth", 0.434),
-    "resnet54": ("ResNet54_mAP=0.429.pth", 0.429),
-    "mobilenetv1": ("MobileNetV1_mAP=0.389.pth", 0.389),
+    arch: (source.filename, source.metrics["audioset"]["mAP"]) for arch, source in PANNS_FILES.items()
 }
 
 # Where panns-inference keeps a release file under another name (its SoundEventDetection default).
 PANNS_INFERENCE_FILES: dict[str, str] = {"cnn14-dlmax": "Cnn14_DecisionLevelMax.pth"}
 
-_DEFAULT_SAMPLES = {"det": 1, "drop": 30, "flip": 30, "detflip": 30}
 _LICENSES = ("mit", "cc-by-4.0", "cc-by-nc-3.0", "other")
-_WEIGHTS = ("hub", "convert", "package", "none")
+#: How an entry's weights load today (the README zoo table says it in words).
+WEIGHTS: dict[str, str] = {
+    "hub": "from the Hub",
+    "release": "from the original release, converted on first use",
+    "package": "ships with vipann",
+    "vipann": "needs VI-PANN's `flipout.pth`",
+    "moped": "no trained weights published (untrained MOPED on request)",
+    "none": "architecture only",
+}
+_CONVERSIONS = ("panns", "vipann")
+_RESULTS = ("exact", "not-public")
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,12 @@ class PretrainedCfg:
         license: Licence of the weights (a Hub licence id).
         provenance: How the weights are made.
         source_checkpoint: Original checkpoint file the weights are converted from, if any.
-        weights: ``"hub"`` (published on the Hub), ``"convert"`` (build locally with
-            ``vipann convert`` from the original checkpoint), ``"package"`` (shipped inside vipann:
-            the demo zoo) or ``"none"`` (architecture only).
+        weights: How the weights load today (:data:`WEIGHTS`): ``"hub"`` (published on the Hub),
+            ``"release"`` (the original release file is downloaded, verified and converted on first
+            use), ``"vipann"`` (needs VI-PANN's ``flipout.pth``, which has no direct link),
+            ``"moped"`` (no trained weights are published; an untrained MOPED model is built only
+            on request), ``"package"`` (shipped inside vipann: the demo zoo) or ``"none"``
+            (architecture only).
         hf_hub_id: Hub repository id (``org/name``).
         model_args: Extra :class:`vipann.models.PANN` constructor arguments.
         description: One line for tables.
@@ -86,6 +89,14 @@ class PretrainedCfg:
         temperature: Temperature that :func:`vipann.predict` divides every sample's logits by (a
             float, or one per class for multi-label models), fitted with
             :func:`vipann.calibration.calibrate`; None for no scaling.
+        source: The original file the weights are made from (:class:`~vipann.zoo.sources.SourceFile`:
+            URL, file name, size, checksum), or None.
+        conversion: How ``source`` becomes this entry: ``"panns"``
+            (:func:`vipann.zoo.convert.from_panns_checkpoint` under this name) or ``"vipann"``
+            (:func:`vipann.zoo.convert.from_vipann_checkpoint`); None without a source.
+        result: What the conversion gives: ``"exact"`` (the published weights, unchanged) or
+            ``"not-public"`` (the trained weights of this entry are not in any public file); None
+            without a source.
     """
 
     name: str
@@ -108,9 +119,12 @@ class PretrainedCfg:
     source_checkpoint: str | None = None
     hf_hub_id: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
-    tags: tuple[str, ...] = ("audio-classification", "audio-tagging", "uncertainty", "pann")
+    tags: tuple[str, ...] = DEFAULT_TAGS
     label_names: tuple[str, ...] = ()
     temperature: float | tuple[float, ...] | None = None
+    source: SourceFile | None = None
+    conversion: str | None = None
+    result: str | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -128,19 +142,23 @@ class PretrainedCfg:
 
     @property
     def available(self) -> bool:
-        """Whether ``from_pretrained(name)`` works out of the box (Hub or shipped in the package)."""
-        return self.weights in ("hub", "package")
+        """Whether ``from_pretrained(name)`` works out of the box (Hub, original release or the package)."""
+        return self.weights in ("hub", "release", "package")
 
     def convert_command(self) -> str | None:
         """The ``vipann convert`` command that builds these weights locally, if there is one."""
         if self.source_checkpoint is None:
             return None
-        kind = "vipann" if self.source_checkpoint in ("flipout.pth", "deterministic.pth") else "panns"
+        kind = self.conversion or (
+            "vipann" if self.source_checkpoint in ("flipout.pth", "deterministic.pth") else "panns"
+        )
         return f"vipann convert {kind} {self.source_checkpoint} --name {self.name} --out ./{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
+        """A JSON-serialisable dict of every field (``source`` as a dict)."""
         out = asdict(self)
+        if self.source is not None:
+            out["source"]["url"] = self.source.url
         out["tags"] = list(self.tags)
         out["label_names"] = list(self.label_names)
         return out
@@ -202,12 +220,7 @@ class PretrainedCfg:
             problems.append("default_num_samples must be >= 1 (exactly 1 for det)")
         if self.license not in _LICENSES:
             problems.append(f"license must be one of {_LICENSES}")
-        if self.weights not in _WEIGHTS:
-            problems.append(f"weights must be one of {_WEIGHTS}")
-        if self.weights in ("hub", "convert") and not self.hf_hub_id:
-            problems.append("an entry with weights needs hf_hub_id")
-        if self.weights == "convert" and self.source_checkpoint is None:
-            problems.append("weights='convert' needs source_checkpoint")
+        problems += self._source_problems()
         if not self.provenance or not self.description:
             problems.append("provenance and description must be non-empty")
         for dataset, values in self.metrics.items():
@@ -217,6 +230,30 @@ class PretrainedCfg:
             problems.append("metrics need a metrics_source")
         if problems:
             raise ValueError(f"registry entry {self.name!r}: " + "; ".join(problems))
+
+    def _source_problems(self) -> list[str]:
+        problems = []
+        if self.weights not in WEIGHTS:
+            problems.append(f"weights must be one of {tuple(WEIGHTS)}")
+        if self.weights in ("hub", "release", "vipann", "moped") and not self.hf_hub_id:
+            problems.append("an entry with weights needs hf_hub_id")
+        if self.weights in ("release", "vipann", "moped") and (self.source is None or self.conversion is None):
+            problems.append(f"weights={self.weights!r} needs a source and a conversion")
+        if self.weights == "release" and (self.source is None or not self.source.downloadable):
+            problems.append("weights='release' needs a source with a download path and a checksum")
+        if self.weights == "release" and self.result != "exact":
+            problems.append("weights='release' converts exactly (result='exact')")
+        if self.weights == "moped" and self.method not in ("flip", "detflip"):
+            problems.append("weights='moped' is for flip and detflip entries")
+        if self.conversion not in (None, *_CONVERSIONS):
+            problems.append(f"conversion must be one of {_CONVERSIONS}")
+        if self.result not in (None, *_RESULTS):
+            problems.append(f"result must be one of {_RESULTS}")
+        if self.source is not None:
+            problems += self.source.validate()
+            if self.source_checkpoint != self.source.filename:
+                problems.append("source_checkpoint must be the source's file name")
+        return problems
 
 
 _REGISTRY: dict[str, PretrainedCfg] = {}
@@ -265,8 +302,8 @@ def list_models(pattern: str = "*", *, weights: str | None = None) -> list[str]:
 
     Args:
         pattern: ``fnmatch`` pattern, e.g. ``"flip-*"`` or ``"*resnet54*"``.
-        weights: Keep only entries whose ``weights`` field equals this (``"hub"``, ``"convert"``
-            or ``"none"``).
+        weights: Keep only entries whose ``weights`` field equals this (a key of :data:`WEIGHTS`:
+            ``"hub"``, ``"release"``, ``"vipann"``, ``"moped"``, ``"package"`` or ``"none"``).
 
     Returns:
         The matching names.
@@ -303,135 +340,8 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
         raise ValueError(f"unknown model name {name!r}{hint}") from None
 
 
-def _audioset_entries() -> None:
-    for arch, (filename, map_) in PANNS_RELEASE.items():
-        spec = ARCHITECTURES[arch]
-        cls = spec.original_class
-        common = dict(
-            arch=arch,
-            num_classes=527,
-            label_set="audioset",
-            multilabel=True,
-            sample_rate=spec.frontend.sample_rate,
-            clip_seconds=10.0,
-            frontend=spec.frontend.to_dict(),
-            license="mit",
-        )
-        panns_metrics = {"audioset": {"mAP": map_}}
-        if arch == "resnet54":
-            panns_metrics = {"audioset": {"mAP": 0.429, "AUC": 0.971, "d_prime": 2.675}}
-        for method in METHODS:
-            name = f"{method}-{arch}"
-            source, weights = filename, "convert"
-            metrics, metrics_source = {}, ""
-            if method == "det":
-                provenance = f"PANNs {cls} AudioSet checkpoint {filename} ({PANNS_ZENODO}), converted unchanged."
-                metrics, metrics_source = panns_metrics, "PANNs release (Kong et al. 2020)"
-                description = f"PANNs {cls}, deterministic"
-            elif method == "drop":
-                provenance = (
-                    f"PANNs {cls} checkpoint {filename}; same weights as det-{arch}, with its dropout "
-                    "sites kept active for MC-dropout sampling."
-                )
-                description = f"PANNs {cls}, MC dropout (p=0.2 conv, 0.5 linear)"
-            elif method == "detflip":
-                provenance = (
-                    f"PANNs {cls} checkpoint {filename}; fc1 and classifier converted to Flipout with "
-                    "MOPED (delta 0.5), backbone deterministic."
-                )
-                description = f"PANNs {cls}, deterministic backbone + Flipout head (MOPED)"
-            elif arch == "resnet54":
-                source = "flipout.pth"
-                provenance = (
-                    "VI-PANN AudioSet Flipout ResNet54 (flipout.pth, " + VIPANN_CHECKPOINTS + "): Flipout "
-                    "convolutions trained 2M steps from a MOPED initialisation; its deterministic fc1 and "
-                    "classifier become Flipout layers with negligible variance so the predictive "
-                    "distribution is the published one."
-                )
-                metrics = {"audioset": {"mAP": 0.415, "AUC": 0.972, "d_prime": 2.708}}
-                metrics_source = "VI-PANN (Fischer et al. 2024), Table 3"
-                description = "VI-PANN Flipout ResNet54 (AudioSet-trained variational weights)"
-            else:
-                provenance = (
-                    f"PANNs {cls} checkpoint {filename}; every conv and linear layer converted to Flipout "
-                    "with MOPED (delta 0.5), not further trained."
-                )
-                description = f"PANNs {cls}, all-Flipout by MOPED (untrained variances)"
-            register_model(
-                PretrainedCfg(
-                    name=name,
-                    method=method,
-                    default_num_samples=_DEFAULT_SAMPLES[method],
-                    provenance=provenance,
-                    weights=weights,
-                    description=description,
-                    metrics=metrics,
-                    metrics_source=metrics_source,
-                    source_checkpoint=source,
-                    hf_hub_id=f"{HUB_ORG}/{name}",
-                    tags=(*PretrainedCfg.tags, "audioset", *(("bayesian",) if method != "det" else ())),
-                    **common,
-                )
-            )
-
-
-def _tiny_entries() -> None:
-    spec = ARCHITECTURES["tiny"]
-    for method in METHODS:
-        register_model(
-            PretrainedCfg(
-                name=f"{method}-tiny",
-                arch="tiny",
-                method=method,
-                num_classes=10,
-                label_set=None,
-                multilabel=False,
-                sample_rate=spec.frontend.sample_rate,
-                clip_seconds=1.0,
-                frontend=spec.frontend.to_dict(),
-                default_num_samples=min(_DEFAULT_SAMPLES[method], 8),
-                license="mit",
-                weights="none",
-                provenance="Randomly initialised test architecture (two 8/16-channel conv blocks).",
-                description="Tiny test network (runs a 1 s clip in milliseconds)",
-            )
-        )
-
-
-def _demo_entries() -> None:
-    spec = ARCHITECTURES["demo"]
-    how = {
-        "det": "trained from scratch",
-        "drop": "trained from scratch with MC dropout (0.2 after conv blocks, 0.5 before fc1 and classifier)",
-        "flip": "initialised from det-demo by MOPED (delta 0.5), then trained on the ELBO",
-        "detflip": "det-demo's backbone with a Flipout head from MOPED (delta 0.5), then trained on the ELBO",
-    }
-    for method in METHODS:
-        register_model(
-            PretrainedCfg(
-                name=f"{method}-demo",
-                arch="demo",
-                method=method,
-                num_classes=20,
-                label_set="synthetic",
-                multilabel=True,
-                sample_rate=spec.frontend.sample_rate,
-                clip_seconds=2.0,
-                frontend=spec.frontend.to_dict(),
-                default_num_samples=_DEFAULT_SAMPLES[method] // 3 or 1,
-                license="mit",
-                weights="package",
-                provenance=f"Demo zoo: {how[method]} on the generated mini-AudioSet (vipann.datasets.synthetic, "
-                "seed 0) with the AudioSet pre-training recipe; rebuilt by scripts/build_demo_zoo.sh.",
-                description=f"Demo {method} model of the embedded zoo (20 synthetic sound-event classes)",
-                tags=(*PretrainedCfg.tags, "demo", *(("bayesian",) if method != "det" else ())),
-            )
-        )
-
-
-_audioset_entries()
-_demo_entries()
-_tiny_entries()
+for _entry in all_entries():
+    register_model(PretrainedCfg(**_entry))
 
 
 def zoo_table(pattern: str = "*") -> str:
@@ -441,24 +351,22 @@ def zoo_table(pattern: str = "*") -> str:
         pattern: Which entries to include (``fnmatch`` pattern).
 
     Returns:
-        A Markdown table: name, classes, sample rate, default MC samples, availability, AudioSet
-        mAP where reported, and the source of the weights.
+        A Markdown table: name, classes, sample rate, default MC samples, how the weights load
+        today (:data:`WEIGHTS`), AudioSet mAP where reported, and the original file.
     """
-    status = {
-        "hub": "published",
-        "convert": "build it yourself (`vipann convert`)",
-        "package": "ships with vipann",
-        "none": "architecture only",
-    }
     rows = [
-        "| name | classes | sample rate | MC samples | weights | AudioSet mAP | source |",
+        "| name | classes | sample rate | MC samples | weights load | AudioSet mAP | original file |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in list_models(pattern):
         cfg = _REGISTRY[name]
         map_ = cfg.metrics.get("audioset", {}).get("mAP")
+        loads = WEIGHTS[cfg.weights] + (f" (`{cfg.hf_hub_id}`)" if cfg.weights == "hub" else "")
+        source = "–"
+        if cfg.source is not None:
+            source = f"[{cfg.source.filename}]({cfg.source.url or cfg.source.page})"
         rows.append(
             f"| `{name}` | {cfg.num_classes} | {cfg.sample_rate // 1000} kHz | {cfg.default_num_samples} | "
-            f"{status[cfg.weights]} | {'' if map_ is None else f'{map_:.3f}'} | {cfg.source_checkpoint or '–'} |"
+            f"{loads} | {'' if map_ is None else f'{map_:.3f}'} | {source} |"
         )
     return "\n".join(rows)
