@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from vipann.utils.atomic import write_text_atomic
+from vipann.utils.integrity import seal_json
 from vipann.zoo.cards import render_card
 from vipann.zoo.checkpoint import CheckpointError
-from vipann.zoo.config import validate_config
+from vipann.zoo.config import CONFIG_SHA256, validate_config
 from vipann.zoo.download import ChecksumMismatchError, file_digests, file_lock, format_size
 from vipann.zoo.hub import check_repo_id, push_to_hub
 from vipann.zoo.registry import PANNS_INFERENCE_FILES, PretrainedCfg, get_pretrained_cfg, list_models
@@ -168,8 +169,10 @@ def build_zoo(
 
 def _staged_for(directory: Path, config: dict[str, Any], repo_id: str, stage: Path) -> Path:
     """A copy of ``directory`` whose config and card name ``repo_id`` (the weights are hard-linked)."""
+    config = {k: v for k, v in config.items() if k != CONFIG_SHA256}
     config = dict(config, hf_hub_id=repo_id)
     validate_config(config, source=f"{directory}/{CONFIG_NAME}")
+    config = seal_json(config, CONFIG_SHA256)  # the edited config is sealed again, as save_pretrained seals it
     target = stage / directory.name
     target.mkdir()
     try:

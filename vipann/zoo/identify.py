@@ -71,7 +71,10 @@ def where_published(path: _PathLike) -> str:
     for arch, (release, _) in PANNS_RELEASE.items():
         if name in (release, PANNS_INFERENCE_FILES.get(arch)):
             url = f"{PANNS_ZENODO}/files/{release.replace('=', '%3D')}?download=1"
-            return f"{name} is the PANNs release checkpoint {release}, published in Zenodo record 3987831: {url}"
+            return (
+                f"{name} is the PANNs release checkpoint {release}, published in Zenodo record 3987831: {url} "
+                f"(vipann.from_pretrained('det-{arch}') downloads, checks and converts it by itself)"
+            )
     if name in ("deterministic.pth", "flipout.pth"):
         return f"{name} is a VI-PANN checkpoint, published with the VI-PANN code: {VIPANN_CHECKPOINTS}"
     return (
