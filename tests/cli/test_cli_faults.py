@@ -78,7 +78,11 @@ def test_retention_on_a_file_that_is_not_safetensors(tmp_path, capsys):
 def test_convert_a_missing_checkpoint_says_where_it_is_published(tmp_path, capsys):
     assert main(["convert", "auto", str(tmp_path / "Cnn14_mAP=0.431.pth")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "https://zenodo.org/records/3987831/files/Cnn14_mAP%3D0.431.pth" in err and "det-cnn14" in err
+    assert (
+        "does not exist" in err
+        and "https://zenodo.org/records/3987831/files/Cnn14_mAP%3D0.431.pth" in err
+        and "det-cnn14" in err
+    )
     assert main(["convert", "auto", str(tmp_path / "missing.pth")]) == 2
     err = capsys.readouterr().err
     assert "Zenodo record 3987831" in err and "VI-PANN" in err
