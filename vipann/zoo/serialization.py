@@ -42,7 +42,7 @@ from vipann.zoo.config import (
     read_config,
     validate_config,
 )
-from vipann.zoo.heads import attach_head
+from vipann.zoo.heads import attach_head, wrap_head
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg
 
 __all__ = [
@@ -76,7 +76,9 @@ def _model_cfg(model: PANN) -> PretrainedCfg:
     return cfg
 
 
-def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+def _build_config(
+    model: PANN, extra_metadata: Mapping[str, Any] | None, head: Mapping[str, Any] | None
+) -> dict[str, Any]:
     cfg = _model_cfg(model)
     model_config = model.config()
     frontend = model_config.pop("frontend")
@@ -107,7 +109,7 @@ def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict
         "description": cfg.description,
         "hf_hub_id": cfg.hf_hub_id,
         "temperature": list(cfg.temperature) if isinstance(cfg.temperature, tuple) else cfg.temperature,
-        "head": getattr(model, "head_config", None),
+        "head": None if head is None else dict(head),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "extra": dict(extra_metadata or {}),
         "weights_sha256": "",
@@ -171,7 +173,9 @@ def save_pretrained(
 
     Args:
         model: The model. Its ``pretrained_cfg`` (if any) supplies the metadata; architecture,
-            method, classes and front end are always taken from the model itself.
+            method, classes and front end are always taken from the model itself. A wrapper with a
+            ``pretrained_parts()`` method (a Laplace or IVON model) is saved as its network, its
+            head config and its extra tensors.
         directory: Target directory (created with its parents).
         card: Also write the model card ``README.md`` (:func:`vipann.zoo.cards.render_card`).
         overwrite: Replace an existing non-empty ``directory`` (atomically swapped).
@@ -192,6 +196,10 @@ def save_pretrained(
         >>> path = save_pretrained(vipann.create_model("flip-tiny"), "flip-tiny-demo")  # doctest: +SKIP
         >>> model = load_pretrained_dir(path)  # doctest: +SKIP
     """
+    head = getattr(model, "head_config", None)
+    extra_state: dict[str, torch.Tensor] = {}
+    if not isinstance(model, PANN) and callable(getattr(model, "pretrained_parts", None)):
+        model, head, extra_state = model.pretrained_parts()
     if not isinstance(model, PANN):
         raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
     target = Path(directory)
@@ -199,8 +207,12 @@ def save_pretrained(
         raise FileExistsError(f"{str(target)!r} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{str(target)!r} exists and is not empty; pass overwrite=True to replace it")
-    config = _build_config(model, extra_metadata)
+    config = _build_config(model, extra_metadata, head)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    clash = sorted(set(state) & set(extra_state))
+    if clash:
+        raise ValueError(f"the head's tensors {clash[:3]} clash with the network's")
+    state.update({k: v.detach().to("cpu").contiguous() for k, v in extra_state.items()})
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -339,7 +351,8 @@ def load_pretrained_dir(
 
     Returns:
         The model in ``eval()`` mode, with ``model.pretrained_cfg`` (from the config) and
-        ``model.pretrained_source`` (``"local-dir:<absolute path>"``).
+        ``model.pretrained_source`` (``"local-dir:<absolute path>"``); for a head registered with a
+        wrapper (Laplace, IVON) the wrapper around it.
 
     Raises:
         FileNotFoundError: If the directory, ``config.json`` or ``model.safetensors`` is missing.
@@ -399,4 +412,4 @@ def load_pretrained_dir(
     model.pretrained_source = f"local-dir:{directory.resolve()}"
     if device is not None:
         model = model.to(device)
-    return model.eval()
+    return wrap_head(model.eval(), config.get("head"))
