@@ -34,8 +34,13 @@ def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick"]) == 0
     report = (out / "report.md").read_text()
-    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "Does the method work"):
+    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "Does the method work", "Calibration methods compared"):
         assert heading in report
+    for label in ("Base (det)", "MC dropout", "Flip (VI)", "Det-Flip", "Deep ensemble", "SNGP", "Temperature scaling"):
+        assert f"| {label} |" in report
+    for label in ("Laplace (last layer)", "Laplace (fc1 + classifier)", "IVON"):
+        assert f"| {label} |" in report
+    assert "Laplace (last layer) vs Flip: ECE" in report and "ms / clip" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8
     checks = json.loads((out / "checks.json").read_text())
@@ -43,3 +48,4 @@ def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
     for method in ("det", "drop", "flip", "detflip"):
         assert (out / "pretrained" / f"{method}-demo" / "retention.png").is_file()
         assert (out / "transfer" / method / "fold1" / "finetuned" / "metrics.json").is_file()
+    assert (out / "compare" / "methods" / "base" / "det" / "fold1" / "fixed" / "laplace-last_layer-kron").is_dir()

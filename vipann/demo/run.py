@@ -8,7 +8,11 @@
    retention curves with 95 % CIs, reliability diagrams, ID-vs-OOD box plots and AUROC.
 3. Transfer to the downstream task with the four strategies, fixed-feature and fine-tuned (Table 4),
    and the same networks from scratch (Table 5), through :func:`vipann.recipes.transfer.run_transfer`.
-4. One self-contained HTML report (PNGs embedded) plus ``report.md``, which states plainly whether
+4. Calibration methods compared on the downstream task (:func:`vipann.recipes.compare.run_compare`):
+   det, MC dropout, Flip, Det-Flip, a deep ensemble, SNGP, temperature scaling, post-hoc Laplace (last
+   layer and fc1 + classifier) and IVON, with the calibration metrics, OOD AUROC, retention areas and
+   what each costs (training and post-hoc fitting time, prediction time per clip, extra memory).
+5. One self-contained HTML report (PNGs embedded) plus ``report.md``, which states plainly whether
    each claim of the method holds on this run.
 """
 
@@ -37,6 +41,19 @@ TABLE1 = {
     ("flip", 10): (206_456_084, None),
 }
 METHODS = ("det", "drop", "flip", "detflip")
+# Every `vipann compare` method but focal loss (a training loss, not an uncertainty method).
+METHODS_COMPARED = (
+    "base",
+    "mc-dropout",
+    "flip",
+    "detflip",
+    "ensemble",
+    "sngp",
+    "temperature",
+    "laplace",
+    "laplace-head",
+    "ivon",
+)
 
 # Sizes of a run. "full" is `vipann demo` (a few minutes on 2 CPU cores); "quick" is for tests.
 SIZES: dict[str, dict[str, Any]] = {
@@ -54,6 +71,7 @@ SIZES: dict[str, dict[str, Any]] = {
         transfer_samples=5,
         transfer_replications=1,
         scratch=["det", "flip"],
+        compare=dict(fixed_epochs=60, replications=1, ensemble_members=3, folds=[1]),
     ),
     "quick": dict(
         eval_clips=40,
@@ -69,6 +87,7 @@ SIZES: dict[str, dict[str, Any]] = {
         transfer_samples=2,
         transfer_replications=1,
         scratch=["det"],
+        compare=dict(fixed_epochs=3, replications=1, ensemble_members=2, folds=[1], sngp_features=16),
     ),
 }
 
@@ -181,6 +200,56 @@ def _transfer_section(
     return transfer, scratch
 
 
+def _compare_section(out: Path, size: dict[str, Any], seed: int, progress: bool) -> list[str]:
+    """Every calibration method on the downstream task (``vipann compare``), as report lines."""
+    from vipann.recipes.compare import CompareConfig, run_compare
+
+    config = CompareConfig(
+        out=str(out / "compare"),
+        methods=list(METHODS_COMPARED),
+        num_samples=size["transfer_samples"],
+        feature_draws=size["feature_draws"],
+        demo_clips_per_class=size["per_fold"],
+        demo_ood_clips=size["ood_clips"],
+        seed=seed,
+        device="cpu",
+        progress=progress,
+        **size["compare"],
+    )
+    run_compare(config)
+    table = (out / "compare" / "comparison.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in table if line.startswith("|")]
+    notes = [line for line in table[1:] if line and not line.startswith("|")]
+    lines = [
+        "",
+        "## Calibration methods compared (downstream task, fixed-feature stage)",
+        "",
+        "How close does post-hoc Laplace get to Flip, and at what cost? The Laplace rows take the trained det "
+        "network as it is and fit a posterior to its head in one pass over the training clips (no retraining); "
+        "IVON trains the det network with a variational optimizer instead of Adam.",
+        "",
+        *notes,
+        "",
+        *rows,
+    ]
+    rows_json = {r["method"]: r for r in json.loads((out / "compare" / "comparison.json").read_text())["rows"]}
+    flip, laplace = rows_json.get("flip"), rows_json.get("laplace")
+    if flip and laplace:
+
+        def pair(column: str) -> str:
+            return f"{fmt(laplace[f'{column}_mean'])} vs {fmt(flip[f'{column}_mean'])}"
+
+        lines += [
+            "",
+            f"Laplace (last layer) vs Flip: ECE {pair('ECE')}, OOD AUROC (epistemic) {pair('OOD AUROC (epistemic)')}, "
+            f"retention area {pair('retention area')}; Laplace fits in {fmt(laplace['post-hoc s_mean'], 1)} s "
+            f"on top of the det training ({fmt(laplace['train s_mean'], 1)} s), "
+            f"Flip trains in {fmt(flip['train s_mean'], 1)} s; "
+            f"prediction {pair('ms / clip')} ms per clip; extra memory {pair('extra MB')} MB.",
+        ]
+    return lines
+
+
 def _transfer_checks(results: dict) -> list[dict]:
     checks = []
     for strategy, stages in results.items():
@@ -236,7 +305,7 @@ def run_demo(
     out = Path(out)
     size = SIZES["quick" if quick else "full"]
     cache = Path(os.environ.get("VIPANN_CACHE_DIR", Path.home() / ".cache" / "vipann")) / "synthetic"
-    print("[1/4] generating the corpus (cached after the first run) ...", flush=True)
+    print("[1/5] generating the corpus (cached after the first run) ...", flush=True)
     eval_set = MiniAudioSet(cache, split="eval", num_clips=size["eval_clips"], seed=seed)
     per_fold = size["per_fold"]
     downstream_root = make_downstream(
@@ -245,12 +314,14 @@ def run_demo(
     ood_clips = size["ood_clips"]
     ood_root = make_ood(cache / f"ood-seed{seed}-{ood_clips}", seed=seed, num_clips=ood_clips)
     ood_set = UnlabelledFolder(ood_root, sample_rate=16000, clip_seconds=2.0)
-    print("[2/4] the demo zoo on the mini-AudioSet eval split ...", flush=True)
+    print("[2/5] the demo zoo on the mini-AudioSet eval split ...", flush=True)
     zoo_rows, checks = _zoo_section(out, eval_set, ood_set, size, seed, progress)
-    print("[3/4] transfer to the downstream task (4 strategies, fixed-feature and fine-tuned) ...", flush=True)
+    print("[3/5] transfer to the downstream task (4 strategies, fixed-feature and fine-tuned) ...", flush=True)
     transfer, scratch = _transfer_section(out, downstream_root, ood_root, size, seed, progress)
     checks += _transfer_checks(transfer)
-    print("[4/4] writing the report ...", flush=True)
+    print("[4/5] calibration methods compared (det, drop, flip, detflip, ensemble, SNGP, T, Laplace, IVON) ...")
+    compared = _compare_section(out, size, seed, progress)
+    print("[5/5] writing the report ...", flush=True)
     md = [
         "# vipann demo",
         "",
@@ -299,6 +370,7 @@ def run_demo(
     md += table4(transfer, "strategy")
     md += ["", "## Table 5: the same networks trained from scratch", ""]
     md += table4(scratch, "strategy (scratch)")
+    md += compared
     md += [
         "",
         "## Table 1: VI-PANN ResNet54 recounted by vipann (exact)",
