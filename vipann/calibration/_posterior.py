@@ -63,7 +63,7 @@ class PosteriorModel(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            network = self.__dict__["_modules"].get("network")
+            network = self.__dict__.get("_modules", {}).get("network")
             if network is None or name.startswith("__"):
                 raise
             return getattr(network, name)
