@@ -36,7 +36,15 @@ def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "Does the method work", "Calibration methods compared"):
         assert heading in report
-    for label in ("Base (det)", "MC dropout", "Flip (VI)", "Det-Flip", "Deep ensemble", "SNGP", "Temperature scaling"):
+    for label in (
+        "Base (det)",
+        "MC dropout",
+        "Flip (VI)",
+        "Det-Flip (VI head)",
+        "Deep ensemble",
+        "SNGP",
+        "Temperature scaling",
+    ):
         assert f"| {label} |" in report
     for label in ("Laplace (last layer)", "Laplace (fc1 + classifier)", "IVON"):
         assert f"| {label} |" in report
