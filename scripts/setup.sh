@@ -37,5 +37,10 @@ if [[ ",$extras," == *",test,"* ]]; then
     echo "[setup] installing bayesian-torch==0.5.0 (--no-deps)"
     "${pip[@]}" --no-deps "bayesian-torch==0.5.0"
   fi
+  if ! "$py" -c "import laplace" >/dev/null 2>&1; then
+    # The Laplace reference tests; these declare torchvision (which would not load with the CPU torch).
+    echo "[setup] installing laplace-torch==0.2.3, backpack-for-pytorch, curvlinops-for-pytorch (--no-deps)"
+    "${pip[@]}" --no-deps "laplace-torch==0.2.3" "backpack-for-pytorch==1.7.1" "curvlinops-for-pytorch==3.0.1"
+  fi
 fi
 echo "[setup] done: $("$py" -c 'import vipann, torch; print("vipann", vipann.__version__, "torch", torch.__version__)')"

@@ -38,12 +38,32 @@ def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick"]) == 0
     report = (out / "report.md").read_text()
-    for heading in ("Table 3", "Table 4", "Table 5", "Table 1", "VI-PANN's statements, tested on this run"):
+    for heading in (
+        "Table 3",
+        "Table 4",
+        "Table 5",
+        "Table 1",
+        "VI-PANN's statements, tested on this run",
+        "Calibration methods compared",
+    ):
         assert heading in report
     assert report.count("Monte-Carlo samples: S = ") == 2  # Tables 3 and 4 say how many and why
     assert "Training budget (Tables 4 and 5 alike)" in report
     assert not re.search(r"\| (\d+(?:\.\d+)?)[-–]\1 \|", report)  # no "2-2" ranges
     assert "det-demo: every clip has the same epistemic uncertainty" in report  # not scored, and why
+    for label in (
+        "Base (det)",
+        "MC dropout",
+        "Flip (VI)",
+        "Det-Flip (VI head)",
+        "Deep ensemble",
+        "SNGP",
+        "Temperature scaling",
+    ):
+        assert f"| {label} |" in report
+    for label in ("Laplace (last layer)", "Laplace (fc1 + classifier)", "IVON"):
+        assert f"| {label} |" in report
+    assert "Laplace (last layer) vs Flip: ECE" in report and "ms / clip" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 24  # 4 pre-trained and 4 transfer models x 3 figures
     assert "`" not in re.sub(r"data:image/png;base64,[^']*", "", html)  # markdown rendered: no literal backticks
@@ -69,6 +89,7 @@ def test_demo_quick_writes_the_report(tmp_path, monkeypatch):
         assert exported.pretrained_cfg.labels[0] == "siren sweep"
     scratch = vipann.from_pretrained(f"local-dir:{out / 'scratch' / 'det' / 'fold1' / 'fixed' / 'export'}")
     assert scratch.method == "det" and scratch.num_classes == 10
+    assert (out / "compare" / "methods" / "base" / "det" / "fold1" / "fixed" / "laplace-last_layer-kron").is_dir()
 
 
 def test_example_data_writes_a_dataset_and_a_model_that_fit(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,8 @@ from vipann.recipes.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "finetune" / "configs"
 SIX = ["accuracy", "ECE", "OOD AUROC", "OOD AUPR", "NLL", "Brier"]
-EPISTEMIC = {"mc-dropout", "ensemble", "flip", "detflip"}
+EPISTEMIC = {"mc-dropout", "ensemble", "flip", "detflip", "laplace", "laplace-head", "ivon"}
+COSTS = ["train s", "post-hoc s", "ms / clip", "extra MB"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,26 @@ def test_compare_end_to_end_writes_every_method_and_metric(esc50, tmp_path, caps
     focal = json.loads((out / "methods/focal/det/fold1/fixed/metrics.json").read_text())
     assert float(by["focal"]["ECE_mean"]) == pytest.approx(focal["ECE"])
     assert (out / "methods/ensemble/det/fold1/fixed/ensemble.json").is_file()
+    # The Laplace rows are the base networks made Bayesian post hoc: no training of their own.
+    for name, variant in (("laplace", "last_layer-kron"), ("laplace-head", "head-kron")):
+        folder = out / f"methods/base/det/fold1/fixed/laplace-{variant}"
+        fitted = json.loads((folder / "metrics.json").read_text())
+        info = json.loads((folder / "laplace.json").read_text())
+        assert info["prior_precision"] > 0 and info["train_clips"] == 9 and info["posterior_mb"] > 0
+        assert float(by[name]["NLL_mean"]) == pytest.approx(fitted["NLL"])
+        assert float(by[name]["train s_mean"]) == pytest.approx(float(by["base"]["train s_mean"]))
+        assert float(by[name]["post-hoc s_mean"]) > 0
+        assert float(by[name]["extra MB_mean"]) == pytest.approx(info["posterior_mb"], rel=1e-6)
+    assert not (out / "methods/laplace").exists()
+    ivon = json.loads((out / "methods/ivon/det/fold1/fixed/metrics.json").read_text())
+    assert float(by["ivon"]["Brier_mean"]) == pytest.approx(ivon["Brier"]) and float(by["ivon"]["extra MB_mean"]) > 0
+    # Costs: every row has them; an ensemble of 2 adds one network, temperature scaling nothing.
+    for row in rows:
+        for column in COSTS:
+            assert math.isfinite(float(row[f"{column}_mean"])), (row["method"], column)
+    assert float(by["temperature"]["extra MB_mean"]) == 0 and float(by["temperature"]["post-hoc s_mean"]) > 0
+    base_mb = json.loads((out / "methods/base/det/fold1/fixed/metrics.json").read_text())["model_mb"]
+    assert float(by["ensemble"]["extra MB_mean"]) == pytest.approx(base_mb, rel=1e-6)
     sngp = json.loads((out / "methods/sngp/det/fold1/fixed/metrics.json").read_text())
     assert float(by["sngp"]["Brier_mean"]) == pytest.approx(sngp["Brier"])
     # Every method trained on the same clips: the same validation split everywhere.
@@ -72,7 +93,7 @@ def test_compare_end_to_end_writes_every_method_and_metric(esc50, tmp_path, caps
     markdown = (out / "comparison.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(METHODS)
-    for column in SIX:
+    for column in SIX + COSTS:
         assert f" {column} " in table[0]
     stored = json.loads((out / "comparison.json").read_text())
     assert [r["method"] for r in stored["rows"]] == list(METHODS) and stored["metric"] == "accuracy"
@@ -121,6 +142,12 @@ def test_methods_map_to_their_training_runs(tmp_path):
     assert {s.val_fraction for s in settings.values()} == {0.2}  # one validation split for all
     only_ts = compare._runs(CompareConfig(methods=["temperature"]))
     assert list(only_ts) == ["base"]
+    # The post-hoc Laplace methods are evaluated on the base run; IVON is its own run.
+    assert settings["base"].laplace == ["last_layer-kron", "head-kron"] and "laplace" not in runs
+    assert settings["ivon"].optimizer == "ivon" and settings["ivon"].laplace == []
+    only_laplace = CompareConfig(methods=["laplace"])
+    assert list(compare._runs(only_laplace)) == ["base"]
+    assert transfer_config(only_laplace, METHODS["base"], data).laplace == ["last_layer-kron"]
 
 
 def test_demo_data_and_defaults(monkeypatch, tmp_path):

@@ -8,10 +8,19 @@ Deep ensembles live in :mod:`vipann.inference.ensemble` (:class:`vipann.Ensemble
   logits by minimising the NLL of the Monte-Carlo-averaged predictions, stored in the model's metadata.
 * SNGP (:class:`SNGPHead`, :func:`attach_sngp_head`): spectral-normalised hidden layers and a
   random-feature Gaussian-process output layer with a Laplace posterior and mean-field logits.
+* Laplace (:func:`fit_laplace`, :class:`LaplaceModel`): a post-hoc last-layer (or fc1 + classifier)
+  Laplace posterior of any trained deterministic tagger, Bernoulli (multi-label) or categorical, diagonal
+  or K-FAC, prior precision by marginal likelihood; predicted through the linearised predictive.
+* IVON (:class:`IVONModel`): the variational posterior learnt by the IVON optimizer
+  (:class:`vipann.train.IVON`), sampled at prediction.
 * FMUC pseudo-labels (:func:`select_pseudo_labels`): keep a clip when ``mean - std`` of its
   temperature-scaled MC-dropout top-class probability exceeds a threshold.
 """
 
+from vipann.calibration._posterior import PosteriorModel
+from vipann.calibration.ivon import IVONModel, attach_ivon_posterior
+from vipann.calibration.laplace import LaplaceModel
+from vipann.calibration.laplace_fit import fit_laplace, fit_laplace_features
 from vipann.calibration.posthoc import (
     calibrate,
     collect_logits,
@@ -33,6 +42,9 @@ from vipann.calibration.sweep import TemperatureSweep, calibration_metrics, temp
 from vipann.calibration.temperature import apply_temperature, fit_temperature, scaled_probs
 
 __all__ = [
+    "IVONModel",
+    "LaplaceModel",
+    "PosteriorModel",
     "RandomFeatureGP",
     "SNGPHead",
     "SpectralNormBound",
@@ -40,11 +52,14 @@ __all__ = [
     "TemperatureSweep",
     "all_reduce_sngp_precision",
     "apply_temperature",
+    "attach_ivon_posterior",
     "attach_sngp_head",
     "bounded_spectral_norm",
     "calibrate",
     "calibration_metrics",
     "collect_logits",
+    "fit_laplace",
+    "fit_laplace_features",
     "fit_temperature",
     "get_temperature",
     "mean_field_logits",

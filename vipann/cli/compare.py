@@ -49,10 +49,11 @@ examples:
       --config finetune/configs/compare-esc50.yaml
   vipann compare --methods base,temperature,ensemble --stage finetuned
 
-methods: base, focal, mc-dropout, ensemble, sngp, temperature, flip, detflip (default: all).
-Writes OUT/comparison.csv, comparison.md and comparison.json (mean ± std over the test folds of
-accuracy, ECE, OOD AUROC / AUPR, NLL, Brier score, marginal ECE, MCS, AURC and AUGRC) and every
-method's run under OUT/methods/.
+methods: base, focal, mc-dropout, ensemble, sngp, temperature, flip, detflip, laplace, laplace-head,
+ivon (default: all). Writes OUT/comparison.csv, comparison.md and comparison.json (mean ± std over the
+test folds of accuracy, ECE, OOD AUROC / AUPR, NLL, Brier score, marginal ECE, MCS, AURC, AUGRC,
+retention area and the costs: training and post-hoc fitting time, prediction time per clip, extra
+memory) and every method's run under OUT/methods/.
 """
 
 
@@ -99,7 +100,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "compare",
-        help="compare calibration methods (base, focal, MC dropout, ensemble, SNGP, temperature, Flip, Det-Flip)",
+        help="compare calibration methods (base, focal, MC dropout, ensemble, SNGP, temperature, Flip, Det-Flip, "
+        "Laplace, IVON)",
         description="Train and evaluate calibration methods on the same dataset, folds and backbone, and write "
         "the comparison table (paper 000's columns plus NLL and Brier). With no dataset it runs on the embedded "
         "demo data. Every setting is a field of vipann.recipes.compare.CompareConfig.",

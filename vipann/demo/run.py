@@ -8,10 +8,15 @@
    retention curves with 95 % CIs, reliability diagrams, ID-vs-OOD box plots and AUROC.
 3. Transfer to the downstream task with the four strategies, fixed-feature and fine-tuned (Table 4),
    and the same networks from scratch (Table 5), through :func:`vipann.recipes.transfer.run_transfer`.
-4. One self-contained HTML report (PNGs embedded) plus ``report.md``: every VI-PANN statement the run
+4. Calibration methods compared on the downstream task (:func:`vipann.recipes.compare.run_compare`):
+   det, MC dropout, Flip, Det-Flip, a deep ensemble, SNGP, temperature scaling, post-hoc Laplace (last
+   layer and fc1 + classifier) and IVON, with the calibration metrics, OOD AUROC, retention areas and
+   what each costs (training and post-hoc fitting time, prediction time per clip, extra memory).
+5. One self-contained HTML report (PNGs embedded) plus ``report.md``: every VI-PANN statement the run
    can test, next to the paired 95 % interval that decides it (holds / does not hold / inconclusive,
    see :mod:`vipann.demo.claims`), the tables with their Monte-Carlo samples and training budgets,
-   and every figure with a numbered caption. The same seed gives the same report, byte for byte.
+   and every figure with a numbered caption. The same seed gives the same report, byte for byte, but
+   for the wall-clock costs of step 4 (seconds and milliseconds measured on the machine).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 
 from vipann.demo.claims import MARGINS, RESAMPLES, pretrained_claims, stage_predictions, transfer_claims
+from vipann.demo.methods import compare_section
 from vipann.demo.report import checks_table, figure_caption, fmt, render_html, table4
 from vipann.utils.atomic import write_json_atomic, write_text_atomic
 from vipann.utils.outdirs import claim_output_dir
@@ -59,6 +65,7 @@ SIZES: dict[str, dict[str, Any]] = {
         transfer_replications=1,
         scratch=["det", "flip"],
         bootstrap=200,
+        compare=dict(fixed_epochs=60, replications=1, ensemble_members=3, folds=[1]),
     ),
     "quick": dict(
         eval_clips=40,
@@ -75,6 +82,7 @@ SIZES: dict[str, dict[str, Any]] = {
         transfer_replications=1,
         scratch=["det"],
         bootstrap=50,
+        compare=dict(fixed_epochs=3, replications=1, ensemble_members=2, folds=[1], sngp_features=16),
     ),
 }
 
@@ -388,7 +396,7 @@ def run_demo(
     out = claim_output_dir(out, "demo", clear=True, recognise=lambda d: (d / "checks.json").is_file())
     size = SIZES["quick" if quick else "full"]
     cache = Path(os.environ.get("VIPANN_CACHE_DIR", Path.home() / ".cache" / "vipann")) / "synthetic"
-    print("[1/4] generating the corpus (cached after the first run) ...", flush=True)
+    print("[1/5] generating the corpus (cached after the first run) ...", flush=True)
     eval_set = MiniAudioSet(cache, split="eval", num_clips=size["eval_clips"], seed=seed)
     per_fold = size["per_fold"]
     downstream_root = make_downstream(
@@ -397,20 +405,23 @@ def run_demo(
     ood_clips = size["ood_clips"]
     ood_root = make_ood(cache / f"ood-seed{seed}-{ood_clips}", seed=seed, num_clips=ood_clips)
     ood_set = UnlabelledFolder(ood_root, sample_rate=16000, clip_seconds=2.0)
-    print("[2/4] the demo zoo on the mini-AudioSet eval split ...", flush=True)
+    print("[2/5] the demo zoo on the mini-AudioSet eval split ...", flush=True)
     zoo_rows, claims, figures, notes = _zoo_section(out, eval_set, ood_set, size, seed, progress)
-    print("[3/4] transfer to the downstream task (4 strategies, fixed-feature and fine-tuned) ...", flush=True)
+    print("[3/5] transfer to the downstream task (4 strategies, fixed-feature and fine-tuned) ...", flush=True)
     transfer, scratch, config = _transfer_section(out, downstream_root, ood_root, size, seed, progress)
     claims += transfer_claims(out / "transfer", out / "scratch", list(METHODS), size["scratch"], size["folds"], seed)
     transfer_figures, transfer_notes = _transfer_figures(out, size, seed)
     figures += transfer_figures
     notes += transfer_notes
-    print("[4/4] writing the report ...", flush=True)
+    print("[4/5] calibration methods compared (det, drop, flip, detflip, ensemble, SNGP, T, Laplace, IVON) ...")
+    compared = compare_section(out, size, seed, progress)
+    print("[5/5] writing the report ...", flush=True)
     md = [
         "# vipann demo",
         "",
         "Everything below was computed offline on generated audio by the models that ship with vipann "
-        f"({'quick run' if quick else 'full run'}, seed {seed}); the same seed gives the same report.",
+        f"({'quick run' if quick else 'full run'}, seed {seed}); the same seed gives the same report but for the "
+        "measured run times in the methods-compared table.",
         "",
         "## VI-PANN's statements, tested on this run",
         "",
@@ -425,6 +436,7 @@ def run_demo(
         "multi-label entropy is a weak OOD score for pre-trained taggers.",
         "",
         *_tables(zoo_rows, transfer, scratch, config, size, quick),
+        *compared,
         "",
         "## Table 1: VI-PANN ResNet54 recounted by vipann (exact)",
         "",

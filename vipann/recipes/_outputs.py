@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from vipann.calibration.posthoc import collect_logits, set_temperature
 from vipann.evaluation import evaluate_runs, write_evaluation
+from vipann.recipes._posthoc import model_megabytes, timed_logit_runs, write_laplace_outputs
 from vipann.recipes._temperature import write_temperature_outputs
 from vipann.train.distributed import DistContext, all_gather_rows
 from vipann.train.state import save_weights as write_weights
@@ -147,6 +149,7 @@ def finish_stage(
     *,
     member_dirs: list[Path] | None = None,
     extra: dict[str, Any] | None = None,
+    train: tuple[Tensor, Tensor] | None = None,
 ) -> dict:
     """Evaluate a trained stage and write every output; returns the metrics on rank 0 (``{}`` elsewhere).
 
@@ -162,32 +165,57 @@ def finish_stage(
         title: Figure titles.
         clip_ids: Test clip identifiers.
         member_dirs: For an ensemble, each member's stage folder (weights already saved there).
-        extra: Scalars to add to ``metrics.json`` (e.g. pseudo-label counts).
+        extra: Scalars to add to ``metrics.json`` (e.g. pseudo-label counts, ``train_seconds``).
+        train: ``(waves, targets)`` the stage trained on: with ``config.laplace`` the post-hoc Laplace
+            variants are fitted on them and evaluated (:mod:`vipann.recipes._posthoc`).
     """
     waves, targets = test
     multilabel = model.pretrained_cfg.multilabel
-    logits = logit_runs(model, waves, config, ctx, salt)
+    logits, per_clip = timed_logit_runs(logit_runs, model, waves, config, ctx, salt)
     ood_logits = logit_runs(model, ood, config, ctx, salt + 500) if ood is not None else None
     val_logits = None
+    val_seconds = 0.0
     if val is not None:
+        start = time.perf_counter()
         samples = 1 if is_deterministic(model) else config.num_samples
         val_logits = mc_logits(model, val[0], samples, ctx, config.seed * 31 + salt, config.eval_batch_size)
+        val_seconds = time.perf_counter() - start
+    costs = {"predict_ms_per_clip": per_clip, "model_mb": model_megabytes(model), "posthoc_seconds": 0.0}
+    costs.update({k: v for k, v in (extra or {}).items() if k == "train_seconds"})
+    if getattr(config, "laplace", None) and train is not None and member_dirs is None:
+        write_laplace_outputs(
+            model,
+            stage_dir,
+            train,
+            test,
+            ood,
+            config,
+            ctx,
+            salt,
+            title,
+            clip_ids,
+            costs.get("train_seconds"),
+            logit_runs,
+        )
     if not ctx.is_main:
         return {}
     probs = to_probs(logits, multilabel)
     ood_probs = to_probs(ood_logits, multilabel) if ood_logits is not None else None
     evaluation = evaluate_runs(probs, targets, multilabel=multilabel, ood_probs=ood_probs)
     evaluation.scalars.update(extra or {})
+    evaluation.scalars.update(costs)
     temperature = None
     if val_logits is not None:
+        start = time.perf_counter()
         temperature = write_temperature_outputs(
             stage_dir, val_logits, val[1], logits[0], targets, multilabel=multilabel
         )
+        fit_seconds = val_seconds + time.perf_counter() - start
         evaluation.scalars["temperature"] = temperature
         cal_probs = to_probs(logits, multilabel, temperature)
         cal_ood = to_probs(ood_logits, multilabel, temperature) if ood_logits is not None else None
         calibrated = evaluate_runs(cal_probs, targets, multilabel=multilabel, ood_probs=cal_ood)
-        calibrated.scalars["temperature"] = temperature
+        calibrated.scalars.update({**costs, "temperature": temperature, "posthoc_seconds": fit_seconds})
         write_evaluation(
             calibrated,
             stage_dir / "calibrated",

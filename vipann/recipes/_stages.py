@@ -28,6 +28,7 @@ from vipann.models.augment import Mixup, do_mixup
 from vipann.models.pann import PANN
 from vipann.train.distributed import DistContext
 from vipann.train.engine import FitConfig, ddp_wrap, fit, shuffled_batches
+from vipann.train.ivon import IVONConfig
 from vipann.train.losses import LossConfig
 from vipann.train.transfer import extract_features, head_parameters
 
@@ -227,11 +228,20 @@ def train_stage(
         batches = wave_batches(waves, targets, config, ctx, config.seed + salt, num_classes)
         epochs, lr = config.finetune_epochs, config.lr / config.finetune_lr_factor
         seed = config.seed + fold + 100 + salt
+    ivon = None
+    if getattr(config, "optimizer", "adam") == "ivon":
+        ivon = IVONConfig(
+            ess=config.ivon_ess,
+            hess_init=config.ivon_hess_init,
+            weight_decay=config.ivon_weight_decay,
+            train_samples=config.ivon_train_samples,
+        )
+        lr = config.ivon_lr if fixed else config.ivon_lr / config.finetune_lr_factor
     fit(
         ddp_wrap(ctx, trained),
         params,
         batches,
-        FitConfig(epochs=epochs, lr=lr, loss=loss_config(config), seed=seed, desc=title, amp=config.amp),
+        FitConfig(epochs=epochs, lr=lr, loss=loss_config(config), seed=seed, desc=title, amp=config.amp, ivon=ivon),
         multilabel=multilabel,
         num_train=len(waves),
         ctx=ctx,

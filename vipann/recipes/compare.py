@@ -11,7 +11,16 @@
 ``temperature``   ``base`` with one temperature fitted on the validation split (no extra training)
 ``flip``          VI-PANN's Flip strategy (Flipout trunk and head)
 ``detflip``       VI-PANN's Det-Flip strategy (deterministic trunk, Flipout head)
+``laplace``       ``base`` made Bayesian post hoc: last-layer K-FAC Laplace, prior by marginal likelihood
+``laplace-head``  the same over fc1 and the classifier
+``ivon``          ``det`` trained with IVON (variational learning), its posterior sampled at prediction
 ================  ===================================================================================
+
+``laplace`` and ``laplace-head`` do not train anything: they fit a Laplace posterior
+(:func:`vipann.calibration.fit_laplace`) to the ``base`` networks on the same training clips and are
+evaluated like the others (``OUT/methods/base/det/fold<k>/<stage>/laplace-<variant>/``). The cost columns
+say what each method costs: training time of its network(s), post-hoc fitting time (Laplace, temperature),
+prediction time per clip (with its Monte-Carlo samples) and the memory it adds to one ``base`` network.
 
 Every method holds out the same stratified validation split of the training folds (``val_fraction``,
 seeded), so all train on the same clips; every one also gets its own fitted temperature
@@ -34,7 +43,7 @@ downstream task (ESC-50 layout, :func:`vipann.datasets.make_downstream`, 4 clips
 its out-of-distribution set (40 "underwater engine" clips, :func:`vipann.datasets.make_ood`) and the
 shipped demo backbones (``det-demo``, ``drop-demo``, ``flip-demo``), testing on folds 1 and 2. The
 defaults (60 head epochs at lr 3e-3, 5 Monte-Carlo samples, 2 replications, 3 ensemble members,
-256 SNGP features, plots off) are sized for that run: under two minutes on 2 CPU cores. They are
+256 SNGP features, plots off) are sized for that run: a few minutes on 2 CPU cores. They are
 small for real data; ``finetune/configs/compare-esc50.yaml`` has the paper's settings for ESC-50
 with the ResNet54 backbones.
 """
@@ -71,8 +80,9 @@ class Method:
         label: Human-readable name.
         strategy: Transfer strategy it trains.
         overrides: :class:`~vipann.recipes.transfer.TransferConfig` settings of its run.
-        run: The run whose models it evaluates (``temperature`` reuses ``base``).
+        run: The run whose models it evaluates (``temperature`` and the Laplace methods reuse ``base``).
         calibrated: Read the temperature-scaled evaluation (``calibrated/metrics.json``).
+        variant: Read the evaluation in this sub-folder of the stage (a post-hoc Laplace variant).
     """
 
     name: str
@@ -81,6 +91,12 @@ class Method:
     overrides: dict[str, Any] = field(default_factory=dict)
     run: str = ""
     calibrated: bool = False
+    variant: str = ""
+
+    @property
+    def laplace(self) -> str:
+        """The Laplace variant (``<subset>-<hessian>``) of a post-hoc Laplace method, else ``""``."""
+        return self.variant.removeprefix("laplace-") if self.variant.startswith("laplace-") else ""
 
 
 METHODS: dict[str, Method] = {
@@ -94,6 +110,9 @@ METHODS: dict[str, Method] = {
         Method("temperature", "Temperature scaling", "det", run="base", calibrated=True),
         Method("flip", "Flip (VI)", "flip"),
         Method("detflip", "Det-Flip (VI head)", "detflip"),
+        Method("laplace", "Laplace (last layer)", "det", run="base", variant="laplace-last_layer-kron"),
+        Method("laplace-head", "Laplace (fc1 + classifier)", "det", run="base", variant="laplace-head-kron"),
+        Method("ivon", "IVON", "det", {"optimizer": "ivon"}),
     )
 }
 
@@ -111,9 +130,15 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("AUGRC", "AUGRC_entropy", False),
     ("OOD AUROC (epistemic)", "ood_auroc_epistemic", True),
     ("OOD AUPR (epistemic)", "ood_aupr_epistemic", True),
+    ("retention area", "retention_area_entropy", False),
+    ("train s", "train_seconds", False),
+    ("post-hoc s", "posthoc_seconds", False),
+    ("ms / clip", "predict_ms_per_clip", False),
+    ("extra MB", "extra_mb", False),
 )
 _BETTER = {"accuracy": "↑", "mAP": "↑", "ECE": "↓", "OOD AUROC": "↑", "OOD AUPR": "↑", "NLL": "↓", "Brier": "↓"}
-_BETTER.update({"marginal ECE": "↓", "MCS": "→0", "AURC": "↓", "AUGRC": "↓"})
+_BETTER.update({"marginal ECE": "↓", "MCS": "→0", "AURC": "↓", "AUGRC": "↓", "retention area": "↑"})
+_BETTER.update({"train s": "↓", "post-hoc s": "↓", "ms / clip": "↓", "extra MB": "↓"})
 
 
 @dataclass
@@ -258,6 +283,8 @@ def transfer_config(config: CompareConfig, method: Method, data: dict[str, Any])
     overrides = dict(method.overrides)
     if method.name == "ensemble":
         overrides["ensemble_members"] = config.ensemble_members
+    if method.name == "base":  # the post-hoc Laplace methods are evaluated on the base networks
+        overrides["laplace"] = [METHODS[m].laplace for m in config.methods if METHODS[m].laplace]
     return TransferConfig(
         dataset=data["dataset"],
         data_root=data["data_root"],
@@ -295,9 +322,14 @@ def transfer_config(config: CompareConfig, method: Method, data: dict[str, Any])
 def _metrics_files(out: Path, method: Method, stage: str) -> list[Path]:
     """Every fold's ``metrics.json`` of a method (the temperature-scaled one for ``temperature``), by fold."""
     run = out / "methods" / (method.run or method.name) / method.strategy
-    name = "calibrated/metrics.json" if method.calibrated else "metrics.json"
+    folder = method.variant or ("calibrated" if method.calibrated else "")
+    name = f"{folder}/metrics.json" if folder else "metrics.json"
     found = [(int(d.name[4:]), d / stage / name) for d in run.glob("fold*") if d.name[4:].isdigit()]
     return [path for _, path in sorted(found) if path.is_file()]
+
+
+def _per_fold(out: Path, method: Method, stage: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in _metrics_files(out, method, stage)]
 
 
 def _stat(values: list[float]) -> tuple[float | None, float | None]:
@@ -323,9 +355,13 @@ def comparison_rows(out: str | os.PathLike[str], methods: list[str], stage: str 
         no OOD data, or no epistemic part), plus ``per_fold`` with every fold's values.
     """
     rows = []
+    base_mb = _stat([m.get("model_mb") for m in _per_fold(Path(out), METHODS["base"], stage)])[0]
     for name in methods:
         method = METHODS[name]
-        per_fold = [json.loads(p.read_text()) for p in _metrics_files(Path(out), method, stage)]
+        per_fold = _per_fold(Path(out), method, stage)
+        for m in per_fold:  # the memory a method adds to one base network
+            if base_mb is not None and m.get("model_mb") is not None:
+                m["extra_mb"] = m["model_mb"] - base_mb
         samples = max((int(m.get("samples", 1)) for m in per_fold), default=0)
         metric = "mAP" if per_fold and "accuracy" not in per_fold[0] else "accuracy"  # mAP: multi-label
         keys = {column: metric if key == "accuracy" else key for column, key, _ in COLUMNS}
@@ -341,7 +377,10 @@ def comparison_rows(out: str | os.PathLike[str], methods: list[str], stage: str 
             usable = not epistemic or samples > 1
             mean, std = _stat([m.get(keys[column]) for m in per_fold]) if usable else (None, None)
             row[f"{column}_mean"], row[f"{column}_std"] = mean, std
-        row["per_fold"] = [{key: m.get(key) for key in [*keys.values(), "temperature"] if key in m} for m in per_fold]
+        row["per_fold"] = [
+            {key: m.get(key) for key in [*keys.values(), "temperature", "prior_precision"] if key in m}
+            for m in per_fold
+        ]
         rows.append(row)
     return rows
 
@@ -442,6 +481,10 @@ def run_compare(config: CompareConfig, ctx: DistContext | None = None) -> list[d
         f"accuracy (> 0: over-confident). Ensemble of {config.ensemble_members} members; "
         f"{config.num_samples} Monte-Carlo samples; temperatures fitted on {config.val_fraction:.0%} of the "
         "training clips held out per class.",
+        "Costs on this machine: train s = training of the method's network(s) in this stage (the Laplace rows "
+        "reuse the base network: its training time), post-hoc s = fitting after training (Laplace posterior, "
+        "temperature), ms / clip = prediction time per test clip with all its samples, extra MB = memory beyond "
+        "one base network (posterior, members, Flipout variances).",
     ]
     write_comparison(out, rows, "Calibration methods compared", notes)
     return rows

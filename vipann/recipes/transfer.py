@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,19 @@ def _make_model(
         default_num_samples=1 if model.method == "det" else config.num_samples,
         temperature=None,
     )
+    if config.optimizer == "ivon":
+        from vipann.calibration.ivon import attach_ivon_posterior
+
+        # The posterior covers what the first stage trains (the head); training replaces it by IVON's.
+        head = [n for n, _ in model.named_parameters() if n.split(".")[0] in ("fc1", "fc_audioset")]
+        return attach_ivon_posterior(
+            model,
+            head,
+            config.ivon_hess_init,
+            ess=config.ivon_ess or 1.0,
+            weight_decay=config.ivon_weight_decay,
+            num_samples=config.num_samples,
+        )
     return model
 
 
@@ -278,6 +292,7 @@ def _run_fold(
             results[stage].append(json.loads((stage_dir / "metrics.json").read_text()))
             logger.info("%s: finished earlier, skipped", title)
             continue
+        started = time.perf_counter()
         for m in mine:
             model = model_of(m, stage_index)
             member_config = dataclasses.replace(config, seed=config.seed + m)
@@ -319,6 +334,7 @@ def _run_fold(
             if ensemble and train_ctx.is_main:
                 save_weights(model, weights)
         ctx.barrier()
+        train_seconds = time.perf_counter() - started
         if ensemble:
             from vipann.inference.ensemble import Ensemble
 
@@ -332,6 +348,7 @@ def _run_fold(
             evaluated = models[0]
         record_dirs = [member_root[m] / stage for m in range(count)] if ensemble else [stage_dir]
         extra = _pseudo_scalars(record_dirs) if pool is not None and ctx.is_main else {}
+        extra["train_seconds"] = train_seconds
         scalars = finish_stage(
             evaluated,
             stage_dir,
@@ -345,6 +362,7 @@ def _run_fold(
             clip_ids,
             member_dirs=[member_root[m] / stage for m in range(count)] if ensemble else None,
             extra=extra,
+            train=train,
         )
         if ctx.is_main:
             results[stage].append(scalars)

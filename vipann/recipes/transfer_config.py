@@ -9,7 +9,11 @@ from vipann.recipes._semi import VARIANTS
 from vipann.recipes._temperature import check_val_fraction
 from vipann.train.transfer import HEADS, STRATEGIES
 
-__all__ = ["TransferConfig"]
+__all__ = ["LAPLACE_VARIANTS", "OPTIMIZERS", "TransferConfig"]
+
+OPTIMIZERS = ("adam", "ivon")
+#: Post-hoc Laplace posteriors a transfer run can evaluate: ``<subset>-<hessian>``.
+LAPLACE_VARIANTS = ("last_layer-kron", "last_layer-diag", "head-kron", "head-diag")
 
 
 @dataclass
@@ -43,6 +47,18 @@ class TransferConfig:
         focal_gamma: Focal-loss focusing parameter (paper 000: 2).
         head: ``mlp`` (the strategy's PANN head) or ``sngp`` (spectral-normalised GP head; not with
             ``detflip``).
+        optimizer: ``adam`` or ``ivon`` (IVON, Shen et al. 2024: a variational posterior over the
+            trained weights, sampled at prediction; ``det`` and ``drop`` strategies with the MLP head).
+        ivon_lr: IVON's learning rate in the fixed-feature stage (the fine-tuned stage divides it by
+            ``finetune_lr_factor``).
+        ivon_ess: IVON's effective sample size (0: the number of training clips).
+        ivon_hess_init: IVON's initial Hessian estimate.
+        ivon_weight_decay: IVON's weight decay (its prior precision per example).
+        ivon_train_samples: Weight samples per IVON step.
+        laplace: Post-hoc Laplace posteriors to evaluate after every stage of a single (non-ensemble)
+            deterministic-head model, each fitted on the training clips and evaluated in
+            ``<stage>/laplace-<subset>-<hessian>/``: any of ``last_layer-kron``, ``last_layer-diag``,
+            ``head-kron``, ``head-diag``.
         sngp_features: Random Fourier features of the SNGP output layer.
         sngp_lengthscale: RBF length scale of the SNGP layer (0: the layer's default, the square
             root of its input width).
@@ -102,6 +118,13 @@ class TransferConfig:
     focal_alpha: float | None = 0.25
     focal_gamma: float = 2.0
     head: str = "mlp"
+    optimizer: str = "adam"
+    ivon_lr: float = 0.1
+    ivon_ess: float = 0.0
+    ivon_hess_init: float = 1.0
+    ivon_weight_decay: float = 1e-4
+    ivon_train_samples: int = 1
+    laplace: list[str] = field(default_factory=list)
     sngp_features: int = 1024
     sngp_lengthscale: float = 0.0
     mixup_alpha: float = 0.0
@@ -163,6 +186,26 @@ class TransferConfig:
             raise ValueError(f"sngp_lengthscale must be >= 0 (0: the default), got {self.sngp_lengthscale}")
         if self.head == "sngp" and "detflip" in self.strategies:
             raise ValueError("head='sngp' replaces the Flipout head of detflip; drop detflip or use head='mlp'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "ivon":
+            bayesian = [s for s in self.strategies if s in ("flip", "detflip")]
+            if bayesian or self.head != "mlp":
+                raise ValueError(
+                    f"optimizer='ivon' learns its own posterior over a deterministic head; it does not combine with "
+                    f"{bayesian or 'head=' + self.head!r} (use the det or drop strategy with head='mlp')"
+                )
+            if not (
+                self.ivon_lr > 0 and self.ivon_ess >= 0 and self.ivon_hess_init > 0 and self.ivon_weight_decay >= 0
+            ):
+                raise ValueError("ivon_lr and ivon_hess_init must be > 0, ivon_ess and ivon_weight_decay >= 0")
+            if self.ivon_train_samples < 1:
+                raise ValueError(f"ivon_train_samples must be >= 1, got {self.ivon_train_samples}")
+        unknown_laplace = [v for v in self.laplace if v not in LAPLACE_VARIANTS]
+        if unknown_laplace:
+            raise ValueError(f"unknown laplace variants {unknown_laplace}; choose from {list(LAPLACE_VARIANTS)}")
+        if self.laplace and (self.optimizer != "adam" or self.head != "mlp"):
+            raise ValueError("laplace needs a deterministic MLP head trained with adam (head='mlp', optimizer='adam')")
         if not self.mixup_alpha >= 0:
             raise ValueError(f"mixup_alpha must be >= 0 (0: no mixup), got {self.mixup_alpha}")
         check_val_fraction(self.val_fraction)

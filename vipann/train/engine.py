@@ -12,10 +12,17 @@ that of the last epoch (as in SNGP), and under ``torchrun`` the per-process prec
 once after the last epoch (:func:`vipann.calibration.all_reduce_sngp_precision`). Wrap such a model
 with :func:`ddp_wrap`, which keeps DistributedDataParallel from overwriting the precision with rank
 0's at every forward pass.
+
+With ``FitConfig(ivon=IVONConfig(...))`` the optimizer is IVON (:class:`vipann.train.ivon.IVON`)
+instead of Adam: every step averages the gradients of ``train_samples`` weight samples, under
+``torchrun`` each process draws its own sample and computes its gradient without DDP's averaging, and
+IVON averages the statistics over the processes. When the training ends the learnt posterior is stored
+in every :class:`vipann.calibration.IVONModel` inside the trained module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +34,7 @@ from torch import Tensor, nn
 
 from vipann.calibration.sngp import RandomFeatureGP, all_reduce_sngp_precision, reset_sngp_precision
 from vipann.train.distributed import DistContext
+from vipann.train.ivon import IVON, IVONConfig, store_ivon_posterior
 from vipann.train.losses import LossConfig, elbo_loss
 from vipann.train.state import capture_rng_state, load_state, restore_rng_state, save_state
 from vipann.utils.dirswap import recover_dir
@@ -44,7 +52,7 @@ class FitConfig:
 
     Attributes:
         epochs: Number of epochs.
-        lr: Adam learning rate.
+        lr: Learning rate (Adam's, or IVON's).
         weight_decay: Adam weight decay.
         betas: Adam betas.
         amsgrad: Use AMSGrad (PANNs' AudioSet training does).
@@ -54,6 +62,7 @@ class FitConfig:
         amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
         seed: Seed of the batch order and of the run's RNGs.
         desc: Progress-bar label.
+        ivon: Train with IVON and these settings instead of Adam (``betas[0]`` is its momentum).
     """
 
     epochs: int
@@ -67,6 +76,7 @@ class FitConfig:
     amp: bool = False
     seed: int = 0
     desc: str = "train"
+    ivon: IVONConfig | None = None
 
 
 @dataclass
@@ -156,9 +166,8 @@ def fit(
     ctx = ctx or DistContext()
     forward = forward or (lambda m, x: m(x))
     params = [p for p in parameters if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, amsgrad=config.amsgrad
-    )
+    n_train = config.num_train or num_train
+    optimizer = _optimizer(params, config, n_train, ctx)
     history: list[EpochResult] = []
     start = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -166,6 +175,8 @@ def fit(
     signature = {"epochs": config.epochs, "lr": config.lr, "seed": config.seed, "params": len(params)}
     if resume and ckpt is not None:
         recover_dir(ckpt.absolute())  # a checkpoint save killed between its two renames is finished first
+    if config.ivon is not None:
+        signature["optimizer"] = "ivon"
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
         state = load_state(ckpt, map_location=ctx.device)
         if state["signature"] != signature:
@@ -181,14 +192,13 @@ def fit(
         logger.info("resumed %s at epoch %d/%d from %s", config.desc, start, config.epochs, ckpt)
     else:
         torch.manual_seed(config.seed + ctx.rank)
-    use_amp = config.amp and ctx.device.type == "cuda"
+    use_amp = config.amp and ctx.device.type == "cuda" and config.ivon is None
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     bar = None
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, initial=start, desc=config.desc, unit="epoch", leave=False)
-    n_train = config.num_train or num_train
     for epoch in range(start, config.epochs):
         model.train()
         reset_sngp_precision(module)  # SNGP: the precision accumulated in the last epoch is what remains
@@ -196,6 +206,15 @@ def fit(
         count = 0
         for inputs, targets in batches(epoch):
             inputs, targets = inputs.to(ctx.device), targets.to(ctx.device)
+            if isinstance(optimizer, IVON):
+                logits, loss, data, kl = _ivon_step(
+                    model, optimizer, forward, inputs, targets, n_train, multilabel, config
+                )
+                sums += torch.tensor(
+                    [float(loss), float(data), float(kl), _accuracy(logits, targets, multilabel)], dtype=torch.float64
+                )
+                count += 1
+                continue
             with torch.autocast(ctx.device.type, enabled=use_amp):
                 logits = forward(model, inputs)
             loss, data, kl = elbo_loss(
@@ -249,7 +268,62 @@ def fit(
         bar.close()
     if ctx.distributed:
         all_reduce_sngp_precision(module)  # each process holds the precision of its own shard
+    if isinstance(optimizer, IVON):
+        store_ivon_posterior(module, optimizer)
     return history
+
+
+def _optimizer(params: list[nn.Parameter], config: FitConfig, n_train: int, ctx: DistContext) -> torch.optim.Optimizer:
+    if config.ivon is None:
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+        )
+    settings = config.ivon
+    return IVON(
+        params,
+        lr=config.lr,
+        ess=settings.ess or float(n_train),
+        hess_init=settings.hess_init,
+        beta1=config.betas[0],
+        beta2=settings.beta2,
+        weight_decay=settings.weight_decay,
+        mc_samples=settings.train_samples,
+        clip_radius=settings.clip_radius,
+        sync=ctx.distributed,
+    )
+
+
+def _ivon_step(
+    model: nn.Module,
+    optimizer: IVON,
+    forward: Callable[[nn.Module, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    n_train: int,
+    multilabel: bool,
+    config: FitConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One IVON step: the gradients of ``train_samples`` weight samples, then the update."""
+    # Under DDP every process keeps its own gradient (its own sample); IVON averages the statistics.
+    no_sync = getattr(model, "no_sync", None)
+    results = []
+    for _ in range(optimizer.mc_samples):
+        with optimizer.sampled_params(train=True), no_sync() if callable(no_sync) else contextlib.nullcontext():
+            logits = forward(model, inputs)
+            loss, data, kl = elbo_loss(
+                logits.float(), targets, model, n_train, multilabel=multilabel, config=config.loss
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], config.grad_clip
+                )
+        results.append((logits.detach(), loss.detach(), data.detach(), kl.detach()))
+    optimizer.step()
+    logits, loss, data, kl = results[-1]
+    mean = [torch.stack([r[i] for r in results]).mean() for i in (1, 2, 3)]
+    return logits, mean[0], mean[1], mean[2]
 
 
 def ddp_wrap(ctx: DistContext, model: nn.Module) -> nn.Module:

@@ -49,7 +49,7 @@ from vipann.zoo.config import (
     read_config,
     validate_config,
 )
-from vipann.zoo.heads import attach_head
+from vipann.zoo.heads import attach_head, wrap_head
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg
 
 __all__ = [
@@ -84,7 +84,9 @@ def _model_cfg(model: PANN) -> PretrainedCfg:
     return cfg
 
 
-def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+def _build_config(
+    model: PANN, extra_metadata: Mapping[str, Any] | None, head: Mapping[str, Any] | None
+) -> dict[str, Any]:
     cfg = _model_cfg(model)
     model_config = model.config()
     frontend = model_config.pop("frontend")
@@ -115,7 +117,7 @@ def _build_config(model: PANN, extra_metadata: Mapping[str, Any] | None) -> dict
         "description": cfg.description,
         "hf_hub_id": cfg.hf_hub_id,
         "temperature": list(cfg.temperature) if isinstance(cfg.temperature, tuple) else cfg.temperature,
-        "head": getattr(model, "head_config", None),
+        "head": None if head is None else dict(head),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "extra": dict(extra_metadata or {}),
         "weights_sha256": "",
@@ -188,7 +190,9 @@ def save_pretrained(
 
     Args:
         model: The model. Its ``pretrained_cfg`` (if any) supplies the metadata; architecture,
-            method, classes and front end are always taken from the model itself.
+            method, classes and front end are always taken from the model itself. A wrapper with a
+            ``pretrained_parts()`` method (a Laplace or IVON model) is saved as its network, its
+            head config and its extra tensors.
         directory: Target directory (created with its parents).
         card: Also write the model card ``README.md`` (:func:`vipann.zoo.cards.render_card`).
         overwrite: Replace an existing non-empty ``directory`` (atomically swapped), which must be a
@@ -214,6 +218,10 @@ def save_pretrained(
         >>> path = save_pretrained(vipann.create_model("flip-tiny"), "flip-tiny-demo")  # doctest: +SKIP
         >>> model = load_pretrained_dir(path)  # doctest: +SKIP
     """
+    head = getattr(model, "head_config", None)
+    extra_state: dict[str, torch.Tensor] = {}
+    if not isinstance(model, PANN) and callable(getattr(model, "pretrained_parts", None)):
+        model, head, extra_state = model.pretrained_parts()
     if not isinstance(model, PANN):
         raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
     target = Path(directory).absolute()
@@ -228,8 +236,12 @@ def save_pretrained(
     # Only an empty directory or a vipann model directory is replaced; anything else is refused, naming
     # the files that would be lost.
     check_replaceable(target, recognise=is_model_dir, own_names=MODEL_FILES, what="a vipann model directory")
-    config = _build_config(model, extra_metadata)
+    config = _build_config(model, extra_metadata, head)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    clash = sorted(set(state) & set(extra_state))
+    if clash:
+        raise ValueError(f"the head's tensors {clash[:3]} clash with the network's")
+    state.update({k: v.detach().to("cpu").contiguous() for k, v in extra_state.items()})
     check_finite(state, source=f"the model being saved to {directory}")
 
     tmp = make_staging_dir(target)
@@ -379,7 +391,8 @@ def load_pretrained_dir(
 
     Returns:
         The model in ``eval()`` mode, with ``model.pretrained_cfg`` (from the config) and
-        ``model.pretrained_source`` (``"local-dir:<absolute path>"``).
+        ``model.pretrained_source`` (``"local-dir:<absolute path>"``); for a head registered with a
+        wrapper (Laplace, IVON) the wrapper around it.
 
     Raises:
         FileNotFoundError: If the directory, ``config.json`` or ``model.safetensors`` is missing.
@@ -441,4 +454,4 @@ def load_pretrained_dir(
     model.pretrained_source = f"local-dir:{directory.resolve()}"
     if device is not None:
         model = model.to(device)
-    return model.eval()
+    return wrap_head(model.eval(), config.get("head"))
