@@ -8,8 +8,9 @@ Deep ensembles live in :mod:`vipann.inference.ensemble` (:class:`vipann.Ensemble
   logits by minimising the NLL of the Monte-Carlo-averaged predictions, stored in the model's metadata.
 * SNGP (:class:`SNGPHead`, :func:`attach_sngp_head`): spectral-normalised hidden layers and a
   random-feature Gaussian-process output layer with a Laplace posterior and mean-field logits.
-* FMUC pseudo-labels (:func:`select_pseudo_labels`): keep a clip when ``mean - std`` of its
-  temperature-scaled MC-dropout top-class probability exceeds a threshold.
+* FMUC pseudo-labels (:func:`select_pseudo_labels`, :class:`PseudoLabelRule`): keep a clip when
+  ``mean - std`` of its temperature-scaled MC-dropout top-class probability exceeds a threshold;
+  :class:`PseudoLabelStats` counts the quantity and quality of the selections.
 """
 
 from vipann.calibration.posthoc import (
@@ -19,7 +20,7 @@ from vipann.calibration.posthoc import (
     set_temperature,
     with_temperature,
 )
-from vipann.calibration.pseudo_labels import select_pseudo_labels
+from vipann.calibration.pseudo_labels import PseudoLabelRule, PseudoLabelStats, select_pseudo_labels
 from vipann.calibration.sngp import (
     RandomFeatureGP,
     SNGPHead,
@@ -33,6 +34,8 @@ from vipann.calibration.sweep import TemperatureSweep, calibration_metrics, temp
 from vipann.calibration.temperature import apply_temperature, fit_temperature, scaled_probs
 
 __all__ = [
+    "PseudoLabelRule",
+    "PseudoLabelStats",
     "RandomFeatureGP",
     "SNGPHead",
     "SpectralNormBound",
