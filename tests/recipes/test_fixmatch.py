@@ -169,6 +169,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(esc50, tmp_path, monkey
     monkeypatch.setattr(fixmatch, "train_run", lambda *a, **k: pytest.fail("retrained a finished run"))
     again = run_fixmatch(_config(esc50, tmp_path / "killed", resume=True, **kwargs))
     assert again["fmuc"] == [mb]
+    with pytest.raises(ValueError, match="another labelled/unlabelled split"):
+        run_fixmatch(_config(esc50, tmp_path / "killed", resume=True, **{**kwargs, "labelled_per_class": 2}))
 
 
 def test_joint_weak_pass_and_a_flipout_network(esc50, tmp_path, monkeypatch):

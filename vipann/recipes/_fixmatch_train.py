@@ -219,7 +219,15 @@ def train_run(
     model.to(ctx.device).train()
     net = ctx.wrap(ViewNet(model))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    signature = {"epochs": config.epochs, "steps": steps, "lr": config.lr, "seed": seed, "rule": repr(rule)}
+    signature = {
+        "epochs": config.epochs,
+        "steps": steps,
+        "batch": [b, bu, world],
+        "lr": config.lr,
+        "seed": seed,
+        "rule": repr(rule),
+        "weak_pass": config.weak_pass if semi else None,
+    }
     history: list[dict[str, Any]] = []
     start = 0
     if config.resume and (checkpoint_dir / "state.json").is_file():

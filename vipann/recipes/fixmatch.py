@@ -200,17 +200,21 @@ def run_fixmatch(config: FixMatchConfig, ctx: DistContext | None = None) -> dict
         for rep in range(config.repetitions):
             seed = config.seed * 1009 + fold * 101 + rep
             labelled, pool = labelled_split(targets, config.labelled_fraction, config.labelled_per_class, seed)
-            if ctx.is_main:
-                write_json_atomic(
-                    out / f"fold{fold}" / f"rep{rep}" / "split.json",
-                    {
-                        "fold": fold,
-                        "repetition": rep,
-                        "seed": seed,
-                        "labelled": [train_set.records[i].clip_id for i in labelled.tolist()],
-                        "unlabelled": [train_set.records[i].clip_id for i in pool.tolist()],
-                    },
+            split = {
+                "fold": fold,
+                "repetition": rep,
+                "seed": seed,
+                "labelled": [train_set.records[i].clip_id for i in labelled.tolist()],
+                "unlabelled": [train_set.records[i].clip_id for i in pool.tolist()],
+            }
+            split_path = out / f"fold{fold}" / f"rep{rep}" / "split.json"
+            if config.resume and split_path.is_file() and json.loads(split_path.read_text()) != split:
+                raise ValueError(
+                    f"{split_path} holds another labelled/unlabelled split than these settings make (labelled "
+                    "fraction, seed or data changed); resume with the original settings or use another output directory"
                 )
+            if ctx.is_main:
+                write_json_atomic(split_path, split)
             logger.info("fold %d, repetition %d: %d labelled, %d unlabelled clips", fold, rep, len(labelled), len(pool))
             for method in config.methods:
                 scalars = _run(
