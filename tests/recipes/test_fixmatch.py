@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from _make_datasets import make_esc50
+from _make_datasets import make_esc50, make_urbansound8k
 from safetensors.torch import load_file
 
 from vipann.calibration import PseudoLabelRule
@@ -188,6 +188,16 @@ def test_joint_weak_pass_and_a_flipout_network(esc50, tmp_path, monkeypatch):
     assert [s for s, _ in seen] == [(5, 4, 50)] * 2  # MC passes are Flipout draws
     (row,) = _rows(tmp_path / "flip" / "fmuc" / "fold1" / "rep0" / "epochs.csv")
     assert float(row["kl"]) > 0  # the ELBO's KL of the Flipout layers is part of the loss
+
+
+def test_another_dataset_layout(tmp_path):
+    root = make_urbansound8k(tmp_path, clips_per_class_per_fold=3, classes=[0, 1], folds=(1, 2), seed=0)
+    out = tmp_path / "run"
+    config = _config(root, out, dataset="urbansound8k", methods=["fm"], iterations_per_epoch=1, num_samples=1)
+    results = run_fixmatch(config)
+    split = json.loads((out / "fold1" / "rep0" / "split.json").read_text())
+    assert len(split["labelled"]) == 2 and len(split["unlabelled"]) == 4  # fold 2: 3 clips of each class
+    assert 0.0 <= results["fm"][0]["accuracy"] <= 1.0
 
 
 def test_errors(esc50, tmp_path):

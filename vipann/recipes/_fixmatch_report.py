@@ -186,6 +186,8 @@ def write_report(out: Path, config: Any) -> dict[str, Any]:
         f"| {name} unlabelled | "
         + " | ".join(_pct(r["unlabelled_accuracy_mean"], r["unlabelled_accuracy_std"]) for r in table2)
         + " |",
+        "",
+        "Runs (test folds × repetitions): " + ", ".join(f"{r['label']} {r['runs']}" for r in table2) + ".",
     ]
     write_text_atomic(out / "table2.md", "\n".join(lines) + "\n")
     if config.plots and curves:
