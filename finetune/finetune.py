@@ -14,7 +14,8 @@ prediction. OUT/summary.md holds the paper's Table 4 layout. See vipann.recipes.
 Calibration options (off by default): --head sngp, --mixup-alpha A, --loss focal, --ensemble-members M
 (members trained in parallel under torchrun), --val-fraction F (temperature scaling on a validation
 split; --calibrated stores T in exported models), --pseudo-label-root DIR / --pseudo-label-folds K
-(FMUC pseudo-label rounds). `vipann compare` / finetune/compare.py compares them on one dataset.
+(round-based self-training; FMUC itself is finetune/fixmatch.py). `vipann compare` / finetune/compare.py
+compares them on one dataset.
 """
 
 import sys

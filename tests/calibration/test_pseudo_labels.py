@@ -95,3 +95,60 @@ def test_label_is_the_argmax_of_the_mean_not_of_a_sample():
 def test_bad_inputs(kwargs, error, match):
     with pytest.raises(error, match=match):
         select_pseudo_labels(**kwargs)
+
+
+def test_inclusive_keeps_a_clip_exactly_at_the_threshold():
+    z = torch.tensor([[2.0, 0.0, -1.0]], dtype=torch.float64)
+    top = float(torch.softmax(z, -1).max())  # one pass: mean - std is the top probability itself
+    assert select_pseudo_labels(z, temperature=None, threshold=top)[0].tolist() == [False]
+    assert select_pseudo_labels(z, temperature=None, threshold=top, inclusive=True)[0].tolist() == [True]
+    # two thresholds: the std of one pass is 0, so std_threshold=0 passes only inclusively
+    kw = {"temperature": None, "threshold": 0.5, "std_threshold": 0.0}
+    assert select_pseudo_labels(z, **kw)[0].tolist() == [False]
+    assert select_pseudo_labels(z, **kw, inclusive=True)[0].tolist() == [True]
+
+
+def test_rule_selects_like_the_function_and_checks_its_settings():
+    from vipann.calibration import PseudoLabelRule
+
+    z = _logits_from_probs(PROBS)
+    rule = PseudoLabelRule(temperature=None, threshold=0.7, std_threshold=0.05)
+    mask, labels = rule.select(z)
+    assert mask.tolist() == [True, False, True, False] and labels.tolist() == [0, 0, 1, 0]
+    assert PseudoLabelRule(passes=5).num_passes == 5 and PseudoLabelRule(mc=False, passes=5).num_passes == 1
+    for kwargs, match in (
+        ({"passes": 0}, "passes"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"threshold": 2.0}, "threshold"),
+        ({"std_threshold": -1.0}, "std_threshold"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            PseudoLabelRule(**kwargs)
+
+
+def test_stats_equal_a_direct_count():
+    from vipann.calibration import PseudoLabelStats
+
+    g = torch.Generator().manual_seed(0)
+    stats = PseudoLabelStats()
+    batches = []
+    for _ in range(4):
+        mask = torch.rand(20, generator=g) < 0.6
+        labels = torch.randint(0, 3, (20,), generator=g)
+        truth = torch.randint(-1, 3, (20,), generator=g)  # -1: truth unknown
+        batches.append((mask, labels, truth))
+        stats.add(mask, labels, truth)
+    selected = scored = correct = 0
+    for mask, labels, truth in batches:
+        for m, y, t in zip(mask.tolist(), labels.tolist(), truth.tolist()):
+            selected += m
+            scored += m and t >= 0
+            correct += m and t >= 0 and y == t
+    assert (stats.candidates, stats.selected, stats.scored, stats.correct) == (80, selected, scored, correct)
+    assert stats.quantity == selected / 80 and stats.quality == correct / scored
+    assert PseudoLabelStats.from_tensor(stats.as_tensor()) == stats
+    assert stats.merge(stats).selected == 2 * selected
+    empty = PseudoLabelStats()
+    assert math.isnan(empty.quantity) and math.isnan(empty.quality)
+    with pytest.raises(ValueError, match="one shape"):
+        stats.add(torch.ones(3, dtype=torch.bool), torch.zeros(2, dtype=torch.long), torch.zeros(3))

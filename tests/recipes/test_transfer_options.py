@@ -1,6 +1,7 @@
 """The transfer recipe's calibration options on a miniature ESC-50 with the tiny models.
 
-SNGP head, mixup, deep ensembles (also under torchrun), FMUC pseudo-labels and temperature scaling.
+SNGP head, mixup, deep ensembles (also under torchrun), round-based self-training (pseudo-label rounds)
+and temperature scaling.
 """
 
 import csv
@@ -316,7 +317,7 @@ def test_pseudo_label_variants_and_errors(esc50, tmp_path, monkeypatch):
             tmp_path / "run",
             strategies=["drop"],
             pseudo_label_folds=[3],
-            pseudo_label_variant="fixmatch",
+            pseudo_label_variant="confidence",
             pseudo_label_threshold=0.95,
             fixed_epochs=1,
         )
@@ -324,6 +325,10 @@ def test_pseudo_label_variants_and_errors(esc50, tmp_path, monkeypatch):
     assert seen == [((1, 6, 50), {"temperature": None, "threshold": 0.95, "std_threshold": None})]
     with pytest.raises(ValueError, match="unknown pseudo_label_variant"):
         TransferConfig(data_root="x", pseudo_label_variant="ups")
+    # the rules' earlier names (before FMUC named the FixMatch recipe's method) still work
+    for old, new in _semi.ALIASES.items():
+        assert TransferConfig(data_root="x", pseudo_label_variant=old).pseudo_label_variant == new
+    assert TransferConfig(data_root="x").pseudo_label_variant == "mc-mean-std"
     with pytest.raises(ValueError, match="pseudo_label_threshold must be in"):
         TransferConfig(data_root="x", pseudo_label_threshold=1.5)
     with pytest.raises(ValueError, match="hide every training fold"):

@@ -13,8 +13,9 @@ Deep ensembles live in :mod:`vipann.inference.ensemble` (:class:`vipann.Ensemble
   or K-FAC, prior precision by marginal likelihood; predicted through the linearised predictive.
 * IVON (:class:`IVONModel`): the variational posterior learnt by the IVON optimizer
   (:class:`vipann.train.IVON`), sampled at prediction.
-* FMUC pseudo-labels (:func:`select_pseudo_labels`): keep a clip when ``mean - std`` of its
-  temperature-scaled MC-dropout top-class probability exceeds a threshold.
+* FMUC pseudo-labels (:func:`select_pseudo_labels`, :class:`PseudoLabelRule`): keep a clip when
+  ``mean - std`` of its temperature-scaled MC-dropout top-class probability exceeds a threshold;
+  :class:`PseudoLabelStats` counts the quantity and quality of the selections.
 """
 
 from vipann.calibration._posterior import PosteriorModel
@@ -28,7 +29,7 @@ from vipann.calibration.posthoc import (
     set_temperature,
     with_temperature,
 )
-from vipann.calibration.pseudo_labels import select_pseudo_labels
+from vipann.calibration.pseudo_labels import PseudoLabelRule, PseudoLabelStats, select_pseudo_labels
 from vipann.calibration.sngp import (
     RandomFeatureGP,
     SNGPHead,
@@ -45,6 +46,8 @@ __all__ = [
     "IVONModel",
     "LaplaceModel",
     "PosteriorModel",
+    "PseudoLabelRule",
+    "PseudoLabelStats",
     "RandomFeatureGP",
     "SNGPHead",
     "SpectralNormBound",

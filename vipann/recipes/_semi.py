@@ -1,4 +1,4 @@
-"""Semi-supervised pseudo-label rounds for the transfer recipe (FMUC, paper 004; private).
+"""Round-based self-training for the transfer recipe (pseudo-label rounds; private).
 
 After a stage has trained, the model predicts the unlabelled pool with Monte-Carlo sampling (MC
 dropout for the ``drop`` strategy, Flipout for ``flip``/``detflip``; a ``det`` model makes one pass),
@@ -10,20 +10,26 @@ the improved model. Each round is recorded in ``pseudo_labels.json``: how many c
 which, with which labels, and their accuracy where the true labels are known (pool clips taken
 from hidden training folds).
 
+This is *not* FixMatch-Uncertainty (FMUC, paper 004): FMUC selects pseudo-labels inside every
+training step from a weakly augmented view and trains a strongly augmented view on them (the
+consistency term); that method is :mod:`vipann.recipes.fixmatch` (``finetune/fixmatch.py``). The
+round-based scheme stays because it covers what FMUC cannot: the fixed-feature stage (the head
+trains on features cached once, so a round costs seconds, where FixMatch must run the whole network
+on fresh augmented views at every step), every transfer strategy, SNGP heads and deep ensembles,
+and unlabelled audio from an outside folder, with the same selection rules.
+
 The pool is an unlabelled folder (``pseudo_label_root``, e.g. more recordings of the same kind),
 hidden training folds (``pseudo_label_folds``: their labels are withheld and used only to score the
-pseudo-labels), or both. Variants (paper 004, Table I):
+pseudo-labels), or both. Selection rules (the earlier names still work, see
+:data:`ALIASES`):
 
-========================  ===========================================================================
-``fmuc``                  MC passes, ``softmax(z / T)``, keep ``mean - std > threshold``
-``fmuc-two-thresholds``   MC passes, keep ``mean > threshold`` and ``std < std_threshold`` (as UPS)
-``fmuc-no-temperature``   as ``fmuc`` with ``T = 1``
-``fmuc-no-mc``            one deterministic pass (eval mode), ``softmax(z / T) > threshold``
-``fixmatch``              one deterministic pass, no temperature (FixMatch's rule; use threshold 0.95)
-========================  ===========================================================================
-
-Weak augmentation of the unlabelled clips and FixMatch's consistency term are not part of this
-round-based scheme.
+=====================  ===========================================================================
+``mc-mean-std``        MC passes, ``softmax(z / T)``, keep ``mean - std > threshold`` (FMUC's rule)
+``mc-two-thresholds``  MC passes, keep ``mean > threshold`` and ``std < std_threshold`` (as UPS)
+``mc-no-temperature``  as ``mc-mean-std`` with ``T = 1``
+``single-pass``        one deterministic pass (eval mode), ``softmax(z / T) > threshold``
+``confidence``         one deterministic pass, no temperature (FixMatch's rule; use threshold 0.95)
+=====================  ===========================================================================
 """
 
 from __future__ import annotations
@@ -44,18 +50,48 @@ from vipann.recipes._stages import stage_features, train_stage
 from vipann.train.distributed import DistContext
 from vipann.utils.atomic import write_json_atomic
 
-__all__ = ["VARIANTS", "Pool", "load_pool", "pseudo_label_rounds", "select"]
+__all__ = ["ALIASES", "VARIANTS", "Pool", "canonical_variant", "load_pool", "pseudo_label_rounds", "select"]
 
 logger = logging.getLogger("vipann.recipes.transfer")
 
 # variant -> (Monte-Carlo passes, temperature, two thresholds)
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
-    "fmuc": (True, True, False),
-    "fmuc-two-thresholds": (True, True, True),
-    "fmuc-no-temperature": (True, False, False),
-    "fmuc-no-mc": (False, True, False),
-    "fixmatch": (False, False, False),
+    "mc-mean-std": (True, True, False),
+    "mc-two-thresholds": (True, True, True),
+    "mc-no-temperature": (True, False, False),
+    "single-pass": (False, True, False),
+    "confidence": (False, False, False),
 }
+
+#: The earlier names of the selection rules (still accepted; FMUC now names the FixMatch recipe's method).
+ALIASES: dict[str, str] = {
+    "fmuc": "mc-mean-std",
+    "fmuc-two-thresholds": "mc-two-thresholds",
+    "fmuc-no-temperature": "mc-no-temperature",
+    "fmuc-no-mc": "single-pass",
+    "fixmatch": "confidence",
+}
+
+
+def canonical_variant(name: str) -> str:
+    """The current name of a selection rule (``ALIASES`` resolved).
+
+    Args:
+        name: A name of :data:`VARIANTS` or :data:`ALIASES`.
+
+    Returns:
+        The name in :data:`VARIANTS`.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    name = ALIASES.get(name, name)
+    if name not in VARIANTS:
+        raise ValueError(
+            f"unknown pseudo_label_variant {name!r}; choose one of {list(VARIANTS)} "
+            f"(earlier names {list(ALIASES)} are accepted too)"
+        )
+    return name
 
 
 @dataclass
@@ -133,7 +169,7 @@ def load_folder(config: Any, sample_rate: int, clip_seconds: float) -> ClipDatas
 
 def select(model: PANN, pool: Pool, config: Any, ctx: DistContext, seed: int) -> tuple[Tensor, Tensor, int]:
     """Predict the pool and apply the variant's rule: ``(mask, labels, passes)``."""
-    mc, scaled, two = VARIANTS[config.pseudo_label_variant]
+    mc, scaled, two = VARIANTS[canonical_variant(config.pseudo_label_variant)]
     passes = config.num_samples if mc and model.method != "det" else 1
     logits = mc_logits(model, pool.waves, passes, ctx, seed, config.eval_batch_size)
     mask, labels = select_pseudo_labels(
@@ -187,12 +223,13 @@ def pseudo_label_rounds(
         truth = pool.truth[kept]
         known = truth >= 0
         accuracy = float((labels[kept][known] == truth[known]).float().mean()) if bool(known.any()) else None
+        variant = canonical_variant(config.pseudo_label_variant)
         record = {
             "round": r,
-            "variant": config.pseudo_label_variant,
-            "temperature": config.pseudo_label_temperature if VARIANTS[config.pseudo_label_variant][1] else None,
+            "variant": variant,
+            "temperature": config.pseudo_label_temperature if VARIANTS[variant][1] else None,
             "threshold": config.pseudo_label_threshold,
-            "std_threshold": config.pseudo_label_std_threshold if VARIANTS[config.pseudo_label_variant][2] else None,
+            "std_threshold": config.pseudo_label_std_threshold if VARIANTS[variant][2] else None,
             "passes": passes,
             "candidates": len(pool.clip_ids),
             "kept": len(kept),

@@ -19,7 +19,9 @@ Options beyond the paper (all off by default, so the defaults reproduce it):
 * ``ensemble_members=M``: M members trained with seeds ``seed .. seed+M-1`` under
   ``OUT/<strategy>/fold<k>/members/m<i>/``, evaluated as one :class:`vipann.Ensemble` (predictions
   ``(R, M·S, N, C)``); under ``torchrun`` rank ``r`` trains members ``r, r+W, ...`` in parallel.
-* ``pseudo_label_root`` / ``pseudo_label_folds``: FMUC pseudo-label rounds (``vipann.recipes._semi``).
+* ``pseudo_label_root`` / ``pseudo_label_folds``: round-based self-training (pseudo-label rounds
+  after each stage with FMUC's or FixMatch's selection rule, ``vipann.recipes._semi``). The FMUC
+  method itself (weak/strong views, pseudo-labels in every step) is ``vipann.recipes.fixmatch``.
 * ``val_fraction``: a stratified validation split of the training clips, on which every stage fits
   a temperature (``temperature.json``, ``temperature_sweep.csv``, ``calibrated/``); ``calibrated``
   stores it in exported models.
@@ -215,7 +217,7 @@ def run_transfer(config: TransferConfig, ctx: DistContext | None = None) -> dict
         dataset = _dataset(config, backbone.sample_rate, out, ctx)
         if (config.pseudo_label_root or config.pseudo_label_folds) and dataset.multilabel:
             raise ValueError(
-                f"pseudo-labels (FMUC) select one class per clip; {config.dataset} is multi-label: "
+                f"pseudo-labels select one class per clip; {config.dataset} is multi-label: "
                 "drop pseudo_label_root / pseudo_label_folds"
             )
         ood = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vipann.recipes._outputs import STAGES
-from vipann.recipes._semi import VARIANTS
+from vipann.recipes._semi import ALIASES, VARIANTS
 from vipann.recipes._temperature import check_val_fraction
 from vipann.train.transfer import HEADS, STRATEGIES
 
@@ -68,14 +68,17 @@ class TransferConfig:
             a temperature after each stage (0: no validation split and no temperature scaling).
         calibrated: Store the fitted temperature in exported models (``vipann.predict`` then applies
             it); needs ``val_fraction > 0``.
-        pseudo_label_root: Folder of unlabelled audio for pseudo-labelling (FMUC).
+        pseudo_label_root: Folder of unlabelled audio for round-based self-training (pseudo-label
+            rounds after each stage; FMUC itself is the FixMatch recipe, ``vipann.recipes.fixmatch``).
         pseudo_label_folds: Training folds whose labels are hidden and used as unlabelled pool
             (the accuracy of their pseudo-labels is recorded).
-        pseudo_label_variant: ``fmuc``, ``fmuc-two-thresholds``, ``fmuc-no-temperature``,
-            ``fmuc-no-mc`` or ``fixmatch`` (see ``vipann.recipes._semi``).
+        pseudo_label_variant: Selection rule: ``mc-mean-std`` (FMUC's rule), ``mc-two-thresholds``,
+            ``mc-no-temperature``, ``single-pass`` or ``confidence`` (FixMatch's rule); the earlier
+            names ``fmuc``, ``fmuc-two-thresholds``, ``fmuc-no-temperature``, ``fmuc-no-mc`` and
+            ``fixmatch`` are accepted and stored under the new names (see ``vipann.recipes._semi``).
         pseudo_label_temperature: Temperature of the selection softmax (paper 004: 2).
         pseudo_label_threshold: Threshold on ``mean - std`` of the top class (paper 004: 0.9).
-        pseudo_label_std_threshold: Upper bound on the std for ``fmuc-two-thresholds``.
+        pseudo_label_std_threshold: Upper bound on the std for ``mc-two-thresholds``.
         pseudo_label_rounds: Select-and-retrain rounds per stage.
         num_samples: Monte-Carlo samples per prediction (1 for Det).
         replications: Independent prediction runs for the retention-curve confidence intervals.
@@ -133,7 +136,7 @@ class TransferConfig:
     calibrated: bool = False
     pseudo_label_root: str = ""
     pseudo_label_folds: list[int] = field(default_factory=list)
-    pseudo_label_variant: str = "fmuc"
+    pseudo_label_variant: str = "mc-mean-std"
     pseudo_label_temperature: float = 2.0
     pseudo_label_threshold: float = 0.9
     pseudo_label_std_threshold: float = 0.05
@@ -211,9 +214,11 @@ class TransferConfig:
         check_val_fraction(self.val_fraction)
         if self.calibrated and self.val_fraction == 0:
             raise ValueError("calibrated=True needs a validation split to fit the temperature: set val_fraction > 0")
+        self.pseudo_label_variant = ALIASES.get(self.pseudo_label_variant, self.pseudo_label_variant)
         if self.pseudo_label_variant not in VARIANTS:
             raise ValueError(
-                f"unknown pseudo_label_variant {self.pseudo_label_variant!r}; choose one of {list(VARIANTS)}"
+                f"unknown pseudo_label_variant {self.pseudo_label_variant!r}; choose one of {list(VARIANTS)} "
+                f"(earlier names {list(ALIASES)} are accepted too)"
             )
         for name in ("pseudo_label_threshold", "pseudo_label_std_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
