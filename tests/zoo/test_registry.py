@@ -5,14 +5,15 @@ import pytest
 
 import vipann
 from vipann.datasets.labels import LABEL_SETS, get_labels
-from vipann.models import ARCHITECTURES, METHODS
+from vipann.models import METHODS
+from vipann.models.families import all_architectures, family_of
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, list_models, register_model, split_model_name
 
 ALL = list_models()
 
 
 def test_registry_covers_every_arch_and_method():
-    for arch in ARCHITECTURES:
+    for arch in all_architectures():
         for method in METHODS:
             assert f"{method}-{arch}" in ALL
     assert "flip-resnet54" in ALL and "drop-cnn14" in ALL
@@ -24,7 +25,8 @@ def test_every_entry_follows_the_schema(name):
     cfg.validate()
     assert cfg.name == name
     assert len(cfg.labels) == cfg.num_classes
-    assert cfg.sample_rate == cfg.frontend["sample_rate"] == ARCHITECTURES[cfg.arch].frontend.sample_rate
+    spec = family_of(cfg.arch).architectures[cfg.arch]
+    assert cfg.sample_rate == cfg.frontend["sample_rate"] == spec.frontend.sample_rate
     json.dumps(cfg.to_dict())  # serialisable for config.json
     if cfg.weights in ("hub", "convert"):
         assert cfg.hf_hub_id == f"vipann/{name}"

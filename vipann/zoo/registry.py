@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from vipann.datasets.labels import get_labels
+from vipann.models.families import all_architectures
 from vipann.models.pann import ARCHITECTURES, METHODS
+from vipann.zoo.entries_efficientat import efficientat_entry_fields, is_efficientat_file
 
 __all__ = [
     "HUB_ORG",
@@ -59,7 +61,7 @@ class PretrainedCfg:
 
     Attributes:
         name: ``<method>-<arch>[.<tag>]``.
-        arch: Architecture id (:data:`vipann.models.ARCHITECTURES`).
+        arch: Architecture id of any family (:func:`vipann.models.families.all_architectures`).
         method: ``det``, ``drop``, ``flip`` or ``detflip``.
         tag: Optional tag (dataset a model was fine-tuned on), or None.
         num_classes: Number of outputs.
@@ -136,6 +138,8 @@ class PretrainedCfg:
         if self.source_checkpoint is None:
             return None
         kind = "vipann" if self.source_checkpoint in ("flipout.pth", "deterministic.pth") else "panns"
+        if is_efficientat_file(self.source_checkpoint):
+            kind = "efficientat"
         return f"vipann convert {kind} {self.source_checkpoint} --name {self.name} --out ./{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,7 +188,7 @@ class PretrainedCfg:
         problems = []
         if (method, arch, tag) != (self.method, self.arch, self.tag):
             problems.append(f"name {self.name!r} does not match method/arch/tag fields")
-        if self.arch not in ARCHITECTURES:
+        if self.arch not in all_architectures():
             problems.append(f"unknown arch {self.arch!r}")
         if self.method not in METHODS:
             problems.append(f"unknown method {self.method!r}")
@@ -429,7 +433,13 @@ def _demo_entries() -> None:
         )
 
 
+def _efficientat_entries() -> None:
+    for fields in efficientat_entry_fields():
+        register_model(PretrainedCfg(**fields))
+
+
 _audioset_entries()
+_efficientat_entries()
 _demo_entries()
 _tiny_entries()
 

@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vipann._version import __version__
+from vipann.models.families import build_network, is_network
 from vipann.models.pann import PANN
 from vipann.utils.atomic import fsync_path
 from vipann.zoo.cards import render_card
@@ -184,7 +185,8 @@ def save_pretrained(
     Raises:
         FileExistsError: If ``directory`` exists and is not empty (and ``overwrite`` is False),
             or is a file.
-        TypeError: If ``model`` is not a PANN or ``extra_metadata`` is not JSON-serialisable.
+        TypeError: If ``model`` is not a vipann network (:class:`~vipann.models.PANN`,
+            :class:`~vipann.models.EfficientAT`) or ``extra_metadata`` is not JSON-serialisable.
 
     Example:
         >>> import vipann
@@ -192,8 +194,8 @@ def save_pretrained(
         >>> path = save_pretrained(vipann.create_model("flip-tiny"), "flip-tiny-demo")  # doctest: +SKIP
         >>> model = load_pretrained_dir(path)  # doctest: +SKIP
     """
-    if not isinstance(model, PANN):
-        raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
+    if not is_network(model):
+        raise TypeError(f"save_pretrained expects a vipann model (PANN, EfficientAT), got {type(model).__name__}")
     target = Path(directory)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{str(target)!r} exists and is not a directory")
@@ -256,7 +258,7 @@ class _Shape:
 
 def _build_model(config: Mapping[str, Any], num_classes: int, device: str = "cpu") -> PANN:
     with torch.device(device):
-        model = PANN(
+        model = build_network(
             config["arch"],
             config["method"],
             num_classes,
