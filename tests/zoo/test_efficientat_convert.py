@@ -9,7 +9,7 @@ from _golden_efficientat import synthetic_state_dict
 import vipann
 from vipann.layers import flipout_layers
 from vipann.zoo.checkpoint import CheckpointError
-from vipann.zoo.convert import from_efficientat_checkpoint, is_efficientat_state_dict
+from vipann.zoo.convert import from_efficientat_checkpoint, from_panns_checkpoint, is_efficientat_state_dict
 from vipann.zoo.efficientat import efficientat_architecture, efficientat_name_from_filename
 from vipann.zoo.entries_efficientat import CHECKSUM_NOTE, EFFICIENTAT_RELEASE
 from vipann.zoo.registry import get_pretrained_cfg
@@ -49,6 +49,8 @@ def test_missing_unexpected_and_misshaped_keys_are_named():
     shaped["features.16.0.weight"] = torch.zeros(100, 32, 1, 1)
     with pytest.raises(CheckpointError, match=r"features.16.0.weight"):
         from_efficientat_checkpoint(shaped)
+    with pytest.raises(CheckpointError, match="an EfficientAT state dict, not a PANN one"):
+        from_panns_checkpoint(_weights())
     with pytest.raises(CheckpointError, match="not an EfficientAT state dict"):
         from_efficientat_checkpoint({"fc1.weight": torch.zeros(2, 2), "fc_audioset.weight": torch.zeros(2, 2)})
 

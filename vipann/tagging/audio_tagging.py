@@ -172,10 +172,11 @@ class AudioTagging(PannsInference):
         The embedding is always the deterministic one (stochastic modules off, Flipout layers at
         their posterior mean): ``relu(fc1(pooled))``, panns-inference's ``embedding`` in eval
         mode; for an EfficientAT model, EfficientAT's embedding, the pooled last feature map
-        (384 / 960 / 1920 values for mn04 / mn10 / mn20). It is a feature vector, so it is not averaged over Monte-Carlo samples. For a
-        decision-level model (``*-cnn14-dlmax``), whose PANNs original returns no embedding, it
-        is the maximum over segments of ``relu(fc1(segment))`` (:meth:`vipann.PANN.embed`), and
-        ``clipwise_output`` is the maximum over time of its framewise output, as in PANNs.
+        (384 / 960 / 1920 values for mn04 / mn10 / mn20). It is a feature vector, so it is not
+        averaged over Monte-Carlo samples. For a decision-level model (``*-cnn14-dlmax``), whose
+        PANNs original returns no embedding, it is the maximum over segments of
+        ``relu(fc1(segment))`` (:meth:`vipann.PANN.embed`), and ``clipwise_output`` is the maximum
+        over time of its framewise output, as in PANNs.
 
         Args:
             audio: ``(B, T)`` float waveforms at the model's sample rate (32 kHz for the AudioSet

@@ -16,11 +16,14 @@ from torch import Tensor, nn
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
+    "MOBILENET_V3_BLOCKS",
+    "RESOLUTION_STAGE_ENDS",
     "BlockConfig",
     "ChannelSqueezeExcitation",
     "ConvNormAct",
     "InvertedResidual",
     "batch_norm",
+    "last_channels",
     "make_divisible",
 ]
 
@@ -240,14 +243,3 @@ def last_channels(width_mult: float) -> tuple[int, int]:
     """
     last = MOBILENET_V3_BLOCKS[-1].scaled(width_mult).out_channels
     return 6 * last, make_divisible(1280 * width_mult)
-
-
-def check_width(width_mult: float) -> float:
-    """Validate a width multiplier.
-
-    Raises:
-        ValueError: If it is not a positive finite number.
-    """
-    if isinstance(width_mult, bool) or not isinstance(width_mult, int | float) or not 0 < width_mult < 100:
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
-    return float(width_mult)

@@ -248,9 +248,10 @@ class DynamicConvFlipout(_DynamicGeometry, FlipoutLayer):
 class DyReLUB(nn.Module):
     """Dynamic ReLU, variant B: ``max_m (a_m(h) x + b_m(h))`` per channel, ``M`` maps.
 
-    ``coef_net.0`` maps the context to ``2 M C`` values ``theta = 2 sigmoid(.) - 1``; the slopes
-    are ``1 + theta`` / ``0 + 0.5 theta`` style offsets of the buffers ``lambdas`` (scale) and
-    ``init_v`` (initial value), EfficientAT's constants.
+    ``coef_net.0`` maps the context to ``2 M C`` values ``theta = 2 sigmoid(.) - 1`` in
+    ``(-1, 1)``; the coefficients are ``theta * lambdas + init_v`` with the constant buffers
+    ``lambdas = (1, ..., 1, 0.5, ..., 0.5)`` and ``init_v = (1, 0, ..., 0)``: slopes ``a_m`` first,
+    then intercepts ``b_m`` (with ``theta = 0`` the unit is a ReLU, ``max(x, 0)``).
 
     Args:
         channels: Channels ``C``.
