@@ -59,12 +59,10 @@ def main():
         model = vipann.create_model(name, device=device).eval()
         macs = count_macs(vipann.create_model(name, device="meta"), args.seconds).total
 
-        def run(m=model):
-            return vipann.predict(
-                m, x, num_samples=args.samples, window_seconds=args.seconds, generator=0, device=device
-            )
+        def run(m=model, samples=args.samples):
+            return vipann.predict(m, x, num_samples=samples, window_seconds=args.seconds, generator=0, device=device)
 
-        run()  # warm-up
+        run(samples=2)  # warm-up
         seconds = timed(run, args.repeats)
         rates[name] = args.clips * args.samples / seconds
         split = model.stage_names[model.first_stochastic_stage()]

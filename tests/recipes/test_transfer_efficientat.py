@@ -56,7 +56,7 @@ def test_transfer_run_on_generated_data(esc50, backbone_dir, tmp_path):
         data_root=str(esc50),
         out=str(out),
         model=f"local-dir:{backbone_dir}",
-        strategies=["drop", "flip"],  # det and detflip train in the compare test below
+        strategies=["flip"],  # det, drop and detflip train in the compare test below
         folds=[1],
         clip_seconds=1.0,
         fixed_epochs=2,
@@ -70,7 +70,7 @@ def test_transfer_run_on_generated_data(esc50, backbone_dir, tmp_path):
         export=True,
     )
     results = run_transfer(config)
-    assert set(results) == {"drop", "flip"}
+    assert set(results) == {"flip"}
     for strategy in results:
         for stage in ("fixed", "finetuned"):
             stage_dir = out / strategy / "fold1" / stage
