@@ -25,6 +25,8 @@ from pathlib import Path
 __all__ = ["FakeZenodo", "client_env", "md5_of", "pin_release", "serve_zenodo"]
 
 _PATH = re.compile(r"/records/3987831/files/([^/?]+)")
+# EfficientAT's GitHub release (VIPANN_EFFICIENTAT_ENDPOINT): no query string.
+_GITHUB_PATH = re.compile(r"/fschmid56/EfficientAT/releases/download/v0\.0\.1/([^/?]+)")
 
 
 def md5_of(path):
@@ -84,9 +86,10 @@ def _handler(zenodo):
         def do_GET(self):
             url = urllib.parse.urlsplit(self.path)
             match = _PATH.fullmatch(url.path)
-            filename = urllib.parse.unquote(match.group(1)) if match else None
+            github = _GITHUB_PATH.fullmatch(url.path)
+            filename = urllib.parse.unquote((match or github).group(1)) if match or github else None
             range_header = self.headers.get("Range")
-            if filename not in zenodo.files or url.query != "download=1":
+            if filename not in zenodo.files or url.query != ("" if github else "download=1"):
                 return self._status(filename, 404, range_header)
             with zenodo.lock:
                 failures = zenodo.fail.get(filename) or []

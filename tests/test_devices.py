@@ -51,3 +51,25 @@ def test_flipout_grouped_draws_on_cuda():
     with torch.no_grad(), vipann.layers.mc_sampling(layer, num_draws=3):
         out = layer(x)
     assert out.shape == (6, 6, 8, 8) and torch.isfinite(out).all()
+
+
+@cuda
+@pytest.mark.parametrize("arch", ["mn10", "dymn10"])
+def test_efficientat_golden_and_sampling_on_cuda(arch):
+    from _golden_efficientat import golden, golden_input, synthetic_state_dict
+
+    from vipann.zoo.convert import from_efficientat_checkpoint
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    weights = synthetic_state_dict(arch)
+    model = from_efficientat_checkpoint(weights, f"det-{arch}").cuda()
+    with torch.no_grad():
+        logits = model(golden_input("input_5s").cuda()).cpu()
+    torch.testing.assert_close(logits, golden()[f"{arch}.input_5s.logits"], atol=1e-3, rtol=0)
+    flip = from_efficientat_checkpoint(weights, f"flip-{arch}").cuda()
+    x = golden_input("input_5s")[:, :32000]
+    a = vipann.predict(flip, x, num_samples=4, generator=1, window_seconds=1.0)
+    b = vipann.predict(flip, x, num_samples=4, generator=1, window_seconds=1.0, max_rows=8)
+    assert a.probs.device.type == "cuda" and torch.isfinite(a.epistemic).all() and (a.epistemic > 0).all()
+    assert a.probs.shape == b.probs.shape == (4, 2, 527)

@@ -14,7 +14,7 @@ README's "Architecture" section is generated from them.
 from vipann import calibration, layers, metrics, models, uncertainty
 from vipann._version import __version__
 from vipann.inference import Ensemble, Prediction, predict
-from vipann.models import PANN
+from vipann.models import PANN, EfficientAT
 from vipann.tagging import AudioTagging, CheckpointNotFoundError, SoundEventDetection
 from vipann.utils.aliases import install as _install_aliases
 from vipann.zoo import (
@@ -65,6 +65,7 @@ __all__ = [
     "AudioTagging",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "EfficientAT",
     "Ensemble",
     "HubError",
     "NotCachedError",

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 import vipann
+from vipann.models.families import family_of
 from vipann.zoo.cards import CARD_FIELDS, render_card, stochastic_layers, write_card
 from vipann.zoo.registry import get_pretrained_cfg, list_models
 from vipann.zoo.serialization import README_NAME, read_config, save_pretrained
@@ -50,9 +51,15 @@ def test_every_registry_entry_renders(name):
         assert "model-index" not in meta
     assert f"# {name}\n" in body
     assert stochastic_layers(cfg.method, cfg.arch, cfg.model_args) in body
-    for section in ("## Usage", "## Model details", "## Evaluation", "## Provenance", "## Citation"):
+    for section in ("## Usage", "## Model details", "## Evaluation", "## Provenance", "## Credits", "## Citation"):
         assert section in body, section
-    assert "kong2020panns" in body and "fischer2024vipann" in body
+    assert "fischer2024vipann" in body
+    if family_of(cfg.arch).name == "efficientat":  # EfficientAT is credited and cited, PANNs is not
+        assert "schmid2023efficient" in body and "howard2019mobilenetv3" in body and "kong2020panns" not in body
+        assert ("schmid2024dynamic" in body) == cfg.arch.startswith("dymn")
+        assert "MIT licence, https://github.com/fschmid56/EfficientAT" in body
+    else:
+        assert "kong2020panns" in body
     assert ("wen2018flipout" in body) == (cfg.method in ("flip", "detflip"))
     assert "${" not in body
 

@@ -5,7 +5,8 @@ import pytest
 
 import vipann
 from vipann.datasets.labels import LABEL_SETS, get_labels
-from vipann.models import ARCHITECTURES, METHODS
+from vipann.models import METHODS
+from vipann.models.families import all_architectures, family_of
 from vipann.zoo.registry import (
     _REGISTRY,
     PretrainedCfg,
@@ -20,7 +21,7 @@ ALL = list_models()
 
 
 def test_registry_covers_every_arch_and_method():
-    for arch in ARCHITECTURES:
+    for arch in all_architectures():
         for method in METHODS:
             assert f"{method}-{arch}" in ALL
     assert "flip-resnet54" in ALL and "drop-cnn14" in ALL
@@ -32,7 +33,8 @@ def test_every_entry_follows_the_schema(name):
     cfg.validate()
     assert cfg.name == name
     assert len(cfg.labels) == cfg.num_classes
-    assert cfg.sample_rate == cfg.frontend["sample_rate"] == ARCHITECTURES[cfg.arch].frontend.sample_rate
+    spec = family_of(cfg.arch).architectures[cfg.arch]
+    assert cfg.sample_rate == cfg.frontend["sample_rate"] == spec.frontend.sample_rate
     json.dumps(cfg.to_dict())  # serialisable for config.json
     if cfg.weights in ("hub", "release", "vipann", "moped"):
         assert cfg.hf_hub_id == f"vipann/{name}"
@@ -93,6 +95,10 @@ def test_audioset_entries_record_source_conversion_and_result():
         cfg = get_pretrained_cfg(name)
         if cfg.label_set != "audioset":
             assert cfg.source is None and cfg.weights in ("package", "none")
+            continue
+        if cfg.conversion == "efficientat":  # tests/zoo/test_efficientat_release.py
+            assert cfg.source.first_use and cfg.source.url.startswith("https://github.com/fschmid56/EfficientAT/")
+            assert cfg.weights == ("release" if cfg.method in ("det", "drop") else "moped")
             continue
         if cfg.method in ("det", "drop"):
             assert (cfg.weights, cfg.conversion, cfg.result) == ("release", "panns", "exact")

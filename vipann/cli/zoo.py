@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from torch import nn
+
 from vipann.layers import flipout_layers
-from vipann.models.profile import count_macs, count_parameters
+from vipann.models.profile import CONVENTIONS, count_macs, count_parameters
 from vipann.zoo import convert
 from vipann.zoo.cards import render_card, write_card
 from vipann.zoo.checkpoint import read_torch_checkpoint
@@ -90,9 +92,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         )
     state = read_torch_checkpoint(args.file)
     kind = args.kind
+    if kind == "auto" and convert.is_efficientat_state_dict(state):
+        kind = "efficientat"
     if kind == "auto":
         flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
         kind = "bayesian-torch" if flipout else "panns"
+    if kind == "efficientat":
+        model = convert.from_efficientat_checkpoint(
+            args.file, args.name, moped_delta=args.moped_delta, moped_prior=args.moped_prior
+        )
+        return _save_converted(args, model)
     # Cnn14 and Cnn14_DecisionLevelMax have the same tensors: the file name or --name tells them apart,
     # and a file name that contradicts the tensors or --name is refused.
     if args.name is None:
@@ -107,6 +116,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         model = convert.from_vipann_checkpoint(state, name, head_delta=args.head_delta, moped_delta=args.moped_delta)
     else:
         model = convert.from_bayesian_torch(state, name, head_delta=args.head_delta)
+    return _save_converted(args, model)
+
+
+def _save_converted(args: argparse.Namespace, model: nn.Module) -> int:
     out = save_pretrained(model, args.out or f"./{model.pretrained_cfg.name}", overwrite=args.overwrite)
     print(f"{args.file} -> {model.pretrained_cfg.name} ({model.method}, {model.num_classes} classes) in {out}")
     print(f"load it with vipann.from_pretrained('local-dir:{out}')")
@@ -148,9 +161,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=None, help="clip length for the MAC count (default: the entry's)")
     p.add_argument(
         "--convention",
-        choices=("vipann", "paper"),
+        choices=CONVENTIONS,
         default="vipann",
-        help="'vipann': what vipann executes; 'paper': the VI-PANN Table 1 counting (torchprofile on VI-PANN code)",
+        help="'vipann': what vipann executes; 'paper': the VI-PANN Table 1 counting (torchprofile on VI-PANN code; "
+        "PANN models); 'efficientat': the EfficientAT repository's counter (Conv2d and Linear modules only)",
     )
     p.add_argument("--stages", action="store_true", help="also print MACs per stage")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -159,10 +173,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an original checkpoint into a vipann model directory")
     p.add_argument(
         "kind",
-        choices=("auto", "panns", "vipann", "bayesian-torch"),
-        help="checkpoint family: PANNs release .pth, VI-PANN deterministic/flipout.pth, bayesian-torch",
+        choices=("auto", "panns", "vipann", "bayesian-torch", "efficientat"),
+        help="checkpoint family: PANNs release .pth, VI-PANN deterministic/flipout.pth, bayesian-torch, "
+        "EfficientAT release .pt (mn10_as_mAP_471.pt, dymn10_as.pt, ...); 'auto' tells them apart",
     )
-    p.add_argument("file", help="the .pth file")
+    p.add_argument("file", help="the .pth / .pt file")
     p.add_argument("--name", help="vipann name of the result (default: from the file name / layout)")
     p.add_argument("--out", help="output directory (default: ./NAME)")
     p.add_argument("--moped-delta", type=float, default=0.5, help="MOPED delta for Flipout layers (0.5)")

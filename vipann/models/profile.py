@@ -14,6 +14,9 @@ perturbation ``sigma * eps`` (weight and bias), ``x * sign_in``, the perturbed o
 ``out * sign_out``. MC-dropout sites are kept off while counting: dropout counts zero by the rules,
 but on the CPU and meta backends ``aten.dropout`` decomposes into a Bernoulli mask and a ``mul``,
 which the rules would otherwise count.
+
+EfficientAT models are counted the same way; ``convention="efficientat"`` reproduces the EfficientAT
+repository's own counter instead (:mod:`vipann.models.efficientat.macs`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from torch import nn
 
 from vipann.layers import MCDropout, mc_sampling
 from vipann.models.blocks import ConvBlock, ConvBlock5x5
+from vipann.models.efficientat import EfficientAT
+from vipann.models.efficientat import macs as effat_macs
+from vipann.models.families import is_network
 from vipann.models.macs import COUNTED_OPS, MacCounter, MacReport, _is_int
 from vipann.models.pann import PANN
 
@@ -43,7 +49,7 @@ __all__ = [
     "frontend_macs",
 ]
 
-CONVENTIONS = ("vipann", "paper")
+CONVENTIONS = ("vipann", "paper", "efficientat")
 FRONTEND = "frontend"
 
 
@@ -98,9 +104,14 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return meta
 
 
-def _check_model(model: Any) -> PANN:
-    if not isinstance(model, PANN):
-        raise TypeError(f"count_macs expects a vipann PANN model, got {type(model).__name__}")
+def _check_model(model: Any, convention: str) -> PANN:
+    if not is_network(model):
+        raise TypeError(f"count_macs expects a vipann model (PANN, EfficientAT), got {type(model).__name__}")
+    if convention == "paper" and not isinstance(model, PANN):
+        raise ValueError(
+            "convention 'paper' reproduces the VI-PANN paper's Table 1 for PANN models; count an EfficientAT "
+            "model with 'vipann' or 'efficientat' (the EfficientAT repository's counter)"
+        )
     return model
 
 
@@ -128,11 +139,11 @@ def _resolve_length(
     elif num_samples <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     num_samples = int(num_samples)
-    min_samples = model.frontend_config.window_size // 2 + 1
+    min_samples = model.frontend.min_samples
     if num_samples < min_samples:
         raise ValueError(
             f"a clip of {num_samples} samples is too short for the front end, which needs at least "
-            f"{min_samples} (window_size // 2 + 1, for reflect padding)"
+            f"{min_samples} (for reflect padding)"
         )
     return num_samples
 
@@ -166,6 +177,8 @@ def frontend_macs(model: PANN, num_samples: int, batch_size: int = 1, convention
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if isinstance(model, EfficientAT):
+        return effat_macs.frontend_macs(model.frontend_config, num_samples, batch_size, convention)
     c = model.frontend_config
     frames = c.num_frames(num_samples)
     bins = c.window_size // 2 + 1
@@ -178,6 +191,13 @@ def frontend_macs(model: PANN, num_samples: int, batch_size: int = 1, convention
         "frontend.mel_matmul": batch_size * frames * bins * c.mel_bins,
         "frontend.db_scale": batch_size * frames * c.mel_bins,
     }
+
+
+def _logmel_shape(model: nn.Module, num_samples: int, batch_size: int) -> tuple[int, ...]:
+    if isinstance(model, EfficientAT):
+        return model.logmel_shape(num_samples, batch_size)
+    c = model.frontend_config
+    return (batch_size, 1, c.num_frames(num_samples), c.mel_bins)
 
 
 @contextlib.contextmanager
@@ -223,20 +243,23 @@ def count_macs(
       node, so it is **not** counted (with it, Flip would exceed Table 1 by 22,256,960 MACs at 5 s).
 
     Args:
-        model: A :class:`vipann.models.PANN` (e.g. from :func:`vipann.create_model`), on any device.
+        model: A :class:`vipann.models.PANN` or :class:`vipann.models.EfficientAT` (e.g. from
+            :func:`vipann.create_model`), on any device.
         seconds: Clip length in seconds; the sample count is ``round(seconds * sample_rate)``.
             Default (with ``num_samples`` also None): ``model.pretrained_cfg.clip_seconds`` if the
             model has one, else 1 s.
         num_samples: Clip length in samples (instead of ``seconds``).
         batch_size: Clips per forward pass. MACs scale with it except for the per-call weight
             perturbation ``sigma * eps`` of Flipout layers, drawn once per forward pass.
-        convention: ``"vipann"`` or ``"paper"``.
+        convention: ``"vipann"``, ``"paper"`` (PANN models) or ``"efficientat"`` (the EfficientAT
+            repository's counter: leaf Conv2d and Linear modules only, no front end; see
+            :mod:`vipann.models.efficientat.macs`; 541,085,095 MACs for mn10 on 10 s).
 
     Returns:
         The :class:`MacReport`.
 
     Raises:
-        TypeError: If ``model`` is not a PANN.
+        TypeError: If ``model`` is not a vipann model.
         ValueError: If both ``seconds`` and ``num_samples`` are given, a length is not positive or
             shorter than the front end's minimum, ``batch_size`` is not a positive int, or the
             convention is unknown.
@@ -254,12 +277,11 @@ def count_macs(
         >>> report.total > 0
         True
     """
-    pann = _check_model(model)
+    pann = _check_model(model, convention)
     samples = _resolve_length(pann, seconds, num_samples, batch_size, convention)
     batch_size = int(batch_size)
     paper = convention == "paper"
-    c = pann.frontend_config
-    frames = c.num_frames(samples)
+    hooked = convention == "efficientat"
     dtype = next((p.dtype for p in pann.parameters() if p.is_floating_point()), torch.float32)
 
     meta = _meta_copy(pann)
@@ -279,9 +301,12 @@ def count_macs(
         for module in meta.modules():
             if isinstance(module, (ConvBlock, ConvBlock5x5)):
                 handles.append(module.register_forward_hook(one_by_one_pool))
+    if hooked:  # module hooks instead of operator dispatch; one deterministic pass
+        handles += effat_macs.efficientat_hooks(meta, counter.add)
+    sampling = contextlib.nullcontext() if hooked else _sampling_without_dropout(meta)
     try:
-        with torch.no_grad(), _sampling_without_dropout(meta), counter:
-            x = torch.empty(batch_size, 1, frames, c.mel_bins, device="meta", dtype=dtype)
+        with torch.no_grad(), sampling, contextlib.nullcontext() if hooked else counter:
+            x = torch.empty(_logmel_shape(pann, samples, batch_size), device="meta", dtype=dtype)
             x = meta.normalize(x)
             for index, name in enumerate(meta.stage_names):
                 counter.stage = name

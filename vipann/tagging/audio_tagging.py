@@ -171,10 +171,12 @@ class AudioTagging(PannsInference):
 
         The embedding is always the deterministic one (stochastic modules off, Flipout layers at
         their posterior mean): ``relu(fc1(pooled))``, panns-inference's ``embedding`` in eval
-        mode. It is a feature vector, so it is not averaged over Monte-Carlo samples. For a
-        decision-level model (``*-cnn14-dlmax``), whose PANNs original returns no embedding, it
-        is the maximum over segments of ``relu(fc1(segment))`` (:meth:`vipann.PANN.embed`), and
-        ``clipwise_output`` is the maximum over time of its framewise output, as in PANNs.
+        mode; for an EfficientAT model, EfficientAT's embedding, the pooled last feature map
+        (384 / 960 / 1920 values for mn04 / mn10 / mn20). It is a feature vector, so it is not
+        averaged over Monte-Carlo samples. For a decision-level model (``*-cnn14-dlmax``), whose
+        PANNs original returns no embedding, it is the maximum over segments of
+        ``relu(fc1(segment))`` (:meth:`vipann.PANN.embed`), and ``clipwise_output`` is the maximum
+        over time of its framewise output, as in PANNs.
 
         Args:
             audio: ``(B, T)`` float waveforms at the model's sample rate (32 kHz for the AudioSet
@@ -207,8 +209,10 @@ class AudioTagging(PannsInference):
         wave = self.model.check_waveform(self._waveform(audio), sample_rate)
         net = self.model.eval()
         head = net.stage_names.index("act_fc1") + 1
-        hidden = net.run_stages(net.pooled(wave), len(net.trunk_names), head)
-        embedding = net.clip_embedding(hidden)
+        pooled = net.pooled(wave)
+        hidden = net.run_stages(pooled, len(net.trunk_names), head)
+        # EfficientAT's embedding is the pooled feature map; PANNs' is relu(fc1(pooled)).
+        embedding = pooled if getattr(net, "embedding_is_pooled", False) else net.clip_embedding(hidden)
         if samples == 1:
             logits = net.run_stages(hidden, head)
             probs = (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1))[None]

@@ -21,16 +21,20 @@ import logging
 import os
 from pathlib import Path
 
-from vipann.models.pann import ARCHITECTURES, PANN
+from vipann.models.families import family_of, is_network
+from vipann.models.pann import PANN
 from vipann.zoo.checkpoint import CheckpointError, read_torch_checkpoint
 from vipann.zoo.convert import (
     default_name,
     describe_conversion,
     from_bayesian_torch,
+    from_efficientat_checkpoint,
     from_panns_checkpoint,
+    is_efficientat_state_dict,
     resolve_architecture,
 )
 from vipann.zoo.download import DownloadError
+from vipann.zoo.efficientat import efficientat_architecture
 from vipann.zoo.factory import from_pretrained
 from vipann.zoo.hub import HubError, NotCachedError
 from vipann.zoo.registry import (
@@ -86,7 +90,8 @@ def _how_to_get(name: str) -> str:
     if cfg.weights == "none":
         return f"{name!r} is an architecture without pretrained weights; build it with vipann.create_model({name!r})"
     # The decision-level (framewise) models are what SoundEventDetection loads.
-    user = "AudioTagging" if ARCHITECTURES[cfg.arch].pooling == "clip" else "SoundEventDetection"
+    spec = family_of(cfg.arch).architectures[cfg.arch]
+    user = "AudioTagging" if getattr(spec, "pooling", "clip") == "clip" else "SoundEventDetection"
     source = cfg.source
     if source is None or source.filename not in _RELEASE_FILES or source.url is None:
         return f"Alternatively, pass checkpoint_path=... (a converted model directory) to {user}."
@@ -111,6 +116,9 @@ def _from_file(path: Path, model: str | None) -> tuple[PANN, str]:
             f"{exc}\nIf {path} was downloaded by panns-inference or wget, the download may be incomplete: "
             "delete it and download it again."
         ) from exc
+    if is_efficientat_state_dict(state):  # an EfficientAT release .pt
+        net = from_efficientat_checkpoint(path, model or f"{_DEFAULT_METHOD}-{efficientat_architecture(state)}")
+        return net, net.pretrained_cfg.name
     flipout = any(k.endswith((".mu_kernel", ".mu_weight")) for k in state)
     if model is None:
         # default_name refuses the PANNs variants vipann does not implement (Wavegram, 16 kHz, ...)
@@ -150,7 +158,7 @@ def load_model(
         ValueError: For contradictory arguments.
         TypeError: For a ``model`` of another type.
     """
-    if isinstance(model, PANN):
+    if is_network(model):
         if checkpoint_path is not None:
             raise ValueError(
                 "pass either a vipann model instance or checkpoint_path, not both; to load a PANNs checkpoint, "

@@ -33,9 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from vipann.layers import FlipoutLayer, LinearFlipout, flipout_layers, mc_sampling
+from vipann.models.families import build_network
 from vipann.models.pann import PANN
 from vipann.train.distributed import DistContext, all_gather_rows
-from vipann.zoo.convert import load_deterministic_weights
+from vipann.zoo.moped import load_deterministic_weights
 
 __all__ = [
     "HEADS",
@@ -161,7 +162,7 @@ def _build(
     device = next(backbone.parameters()).device
     torch.manual_seed(seed)
     with torch.device(device):
-        model = PANN(config.pop("arch"), config.pop("method"), config.pop("num_classes"), **config)
+        model = build_network(config.pop("arch"), config.pop("method"), config.pop("num_classes"), **config)
     if from_scratch:
         return model.train()
     trunk_flip = strategy.method == "flip"

@@ -47,7 +47,7 @@ LAYERS: tuple[Layer, ...] = (
         "networks",
         ("vipann.layers", "vipann.models"),
         "Flipout and MC-dropout layers and the sampling switch; the log-mel front end, augmentations, "
-        "the PANN family in four methods, parameter and MAC counts",
+        "the PANN and EfficientAT families in four methods (one family registry), parameter and MAC counts",
     ),
     Layer(
         "math",

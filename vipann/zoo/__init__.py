@@ -13,7 +13,9 @@
 * :mod:`~vipann.zoo.hub`: the only module that talks to the Hugging Face Hub.
 * :mod:`~vipann.zoo.cards`: model cards.
 * :mod:`~vipann.zoo.convert`, :mod:`~vipann.zoo.identify`, :mod:`~vipann.zoo.checkpoint`: original
-  PANNs / VI-PANN / bayesian-torch checkpoints into vipann models, MOPED.
+  PANNs / VI-PANN / bayesian-torch checkpoints into vipann models; :mod:`~vipann.zoo.efficientat`:
+  EfficientAT release files; :mod:`~vipann.zoo.moped`: MOPED.
+* :mod:`~vipann.zoo.entries_efficientat`: the EfficientAT release files and registry entries (data).
 
 The zoo sits on the networks (:mod:`vipann.models`, :mod:`vipann.layers`) and the label sets
 (:mod:`vipann.datasets.labels`); it knows nothing of prediction, calibration or training.

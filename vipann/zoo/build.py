@@ -246,7 +246,9 @@ def import_file(
     """Import an original file fetched elsewhere into the zoo cache (``vipann zoo import``).
 
     A release file is recognised by its checksum (so a renamed copy works), copied into the cache
-    and converted on first use (or now, for ``names``). VI-PANN's ``flipout.pth``, which has no
+    and converted on first use (or now, for ``names``). An EfficientAT release file (no published
+    checksum) is recognised by its name and its SHA-256 recorded (a later, different copy is
+    refused). VI-PANN's ``flipout.pth``, which has no
     published checksum, is recognised by its name (or ``names=["flip-resnet54"]``) and converted
     into the cache at once; the conversion checks every tensor.
 
@@ -282,6 +284,19 @@ def import_file(
             load_release(get_pretrained_cfg(name), cache_dir=cache_dir, local_files_only=True)
         return ImportResult(source.filename, stored, [c.name for c in known], list(names))
     named = [c for c in entries if path.name in (c.source.filename, PANNS_INFERENCE_FILES.get(c.arch))]  # type: ignore[union-attr]
+    first_use = [c for c in named if c.source.first_use and not c.source.published_checksum]  # type: ignore[union-attr]
+    if first_use:
+        # Published without a checksum (EfficientAT): recognised by its name; the first copy's SHA-256
+        # is recorded and a later, different file is refused.
+        source = first_use[0].source
+        assert source is not None
+        unknown = [n for n in names if n not in {c.name for c in first_use}]
+        if unknown:
+            raise ValueError(f"{path.name} is {source.filename}; it does not make {unknown}")
+        stored = store_source(path, source, cache_dir=cache_dir, digests=digests)
+        for name in names:
+            load_release(get_pretrained_cfg(name), cache_dir=cache_dir, local_files_only=True)
+        return ImportResult(source.filename, stored, [c.name for c in first_use], list(names))
     misnamed = [c for c in named if c in published]
     if misnamed:
         source = misnamed[0].source

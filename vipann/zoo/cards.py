@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from vipann.models.families import all_architectures, family_of
 from vipann.models.pann import ARCHITECTURES
 from vipann.utils.atomic import write_text_atomic
 from vipann.zoo.config import README_NAME, read_config
@@ -77,6 +78,23 @@ _CITATIONS = {
   author    = {Krishnan, Ranganath and Subedar, Mahesh and Tickoo, Omesh},
   booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence}, year = {2020}
 }""",
+    "efficientat": """@inproceedings{schmid2023efficient,
+  title     = {Efficient Large-Scale Audio Tagging Via Transformer-to-{CNN} Knowledge Distillation},
+  author    = {Schmid, Florian and Koutini, Khaled and Widmer, Gerhard},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)}, year = {2023}
+}""",
+    "dymn": """@article{schmid2024dynamic,
+  title   = {Dynamic Convolutional Neural Networks as Efficient Pre-Trained Audio Models},
+  author  = {Schmid, Florian and Koutini, Khaled and Widmer, Gerhard},
+  journal = {IEEE/ACM Transactions on Audio, Speech, and Language Processing}, volume = {32}, year = {2024}
+}""",
+    "mobilenetv3": """@inproceedings{howard2019mobilenetv3,
+  title     = {Searching for {MobileNetV3}},
+  author    = {Howard, Andrew and Sandler, Mark and Chu, Grace and Chen, Liang-Chieh and Chen, Bo
+               and Tan, Mingxing and Wang, Weijun and Zhu, Yukun and Pang, Ruoming and Vasudevan, Vijay
+               and Le, Quoc V. and Adam, Hartwig},
+  booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)}, year = {2019}
+}""",
     "mcdropout": """@inproceedings{gal2016dropout,
   title     = {Dropout as a {B}ayesian Approximation: Representing Model Uncertainty in Deep Learning},
   author    = {Gal, Yarin and Ghahramani, Zoubin},
@@ -89,6 +107,32 @@ _METHOD_CITATIONS = {
     "flip": ("panns", "vipann", "flipout", "moped"),
     "detflip": ("panns", "vipann", "flipout", "moped"),
 }
+
+
+_CREDITS = {
+    "pann": "The architecture and the original weights are PANNs' (Kong et al. 2020; MIT licence, "
+    "https://github.com/qiuqiangkong/audioset_tagging_cnn).",
+    "efficientat": "The architecture, the front end and the original weights are EfficientAT's (Florian Schmid, "
+    "Khaled Koutini and Gerhard Widmer; MIT licence, https://github.com/fschmid56/EfficientAT), built on "
+    "MobileNetV3 (Howard et al. 2019). vipann re-implements the network and reproduces the original code's "
+    "outputs within float32 rounding; please cite the EfficientAT papers below.",
+}
+
+
+def _citations(meta: Mapping[str, Any]) -> str:
+    """The BibTeX entries of a card: the family's papers first, then vipann's and the method's."""
+    keys = list(_METHOD_CITATIONS[meta["method"]])
+    if family_of(meta["arch"]).name == "efficientat":
+        dynamic = meta["arch"].startswith("dymn")
+        keys = ["efficientat", *(["dymn"] if dynamic else []), "mobilenetv3", *(k for k in keys if k != "panns")]
+    return "\n".join(_CITATIONS[c] for c in keys)
+
+
+def _credits(meta: Mapping[str, Any]) -> str:
+    family = family_of(meta["arch"])
+    if family.name == "pann" and ARCHITECTURES[meta["arch"]].original_class is None:
+        return "A vipann network (no PANNs counterpart); the front end and the layout follow PANNs (Kong et al. 2020)."
+    return _CREDITS[family.name]
 
 
 def _card_file(name: str) -> resources.abc.Traversable:
@@ -116,7 +160,7 @@ def _check_fields(meta: Mapping[str, Any]) -> None:
         raise ValueError(f"cannot render the model card of {meta.get('name', '<unnamed>')!r}: missing {missing}")
     if meta["method"] not in _METHOD_CITATIONS:
         raise ValueError(f"cannot render the model card: unknown method {meta['method']!r}")
-    if meta["arch"] not in ARCHITECTURES:
+    if meta["arch"] not in all_architectures():
         raise ValueError(f"cannot render the model card: unknown architecture {meta['arch']!r}")
 
 
@@ -138,9 +182,11 @@ def stochastic_layers(method: str, arch: str, model_args: Mapping[str, Any] | No
     Raises:
         ValueError: For an unknown method or architecture.
     """
-    if arch not in ARCHITECTURES:
+    if arch not in all_architectures():
         raise ValueError(f"unknown architecture {arch!r}")
     meta = {"model_args": dict(model_args or {})}
+    if family_of(arch).name == "efficientat":
+        return _efficientat_stochastic_layers(method, arch, meta)
     spec = ARCHITECTURES[arch]
     if method == "det":
         return "none: a deterministic network (every sample of a Monte-Carlo run is the same prediction)"
@@ -167,6 +213,37 @@ def stochastic_layers(method: str, arch: str, model_args: Mapping[str, Any] | No
     raise ValueError(f"unknown method {method!r}")
 
 
+def _efficientat_stochastic_layers(method: str, arch: str, meta: Mapping[str, Any]) -> str:
+    if method == "det":
+        return "none: a deterministic network (every sample of a Monte-Carlo run is the same prediction)"
+    if method == "drop":
+        sites = [f"p={_model_arg(meta, 'head_dropout', 0.2):g} before the classifier (EfficientAT's own dropout)"]
+        if (fc := _model_arg(meta, "fc_dropout", 0.0)) > 0:
+            sites.append(f"p={fc:g} before fc1")
+        if (conv := _model_arg(meta, "conv_dropout", 0.0)) > 0:
+            sites.append(f"p={conv:g} after each of the four resolution stages")
+        return "MC-dropout sites (" + ", ".join(sites) + "), kept active while sampling"
+    if method == "flip":
+        if arch.startswith("dymn"):
+            layers = (
+                "every convolution, the kernel banks of the dynamic convolutions, their attention layers, the "
+                "Dy-ReLU coefficient layers, the context generators' convolutions, fc1 and the classifier"
+            )
+        else:
+            layers = (
+                "every convolution (depthwise included), both linear layers of every squeeze-excitation block, "
+                "fc1 and the classifier"
+            )
+        return (
+            f"{layers} are Flipout layers (mean-field Gaussian weights); BatchNorm and the log-mel front end "
+            "are deterministic"
+        )
+    if method == "detflip":
+        extra = "dynamic layers" if arch.startswith("dymn") else "squeeze-excitation"
+        return f"fc1 and the classifier are Flipout layers; the backbone ({extra} included) is deterministic"
+    raise ValueError(f"unknown method {method!r}")
+
+
 def _summary(meta: Mapping[str, Any]) -> str:
     s = meta["default_num_samples"]
     if meta["method"] == "det":
@@ -179,8 +256,7 @@ def _summary(meta: Mapping[str, Any]) -> str:
 
 
 def _arch_display(arch: str) -> str:
-    original = ARCHITECTURES[arch].original_class
-    return f"PANNs {original}" if original else f"`{arch}` (vipann test network, no PANNs counterpart)"
+    return family_of(arch).display(arch)
 
 
 def _datasets(meta: Mapping[str, Any]) -> list[str]:
@@ -384,16 +460,14 @@ def render_card(source: PretrainedCfg | Mapping[str, Any] | str) -> str:
         "stochastic_layers": stochastic_layers(meta["method"], meta["arch"], meta.get("model_args")),
         "num_classes": meta["num_classes"],
         "output_kind": "multi-label (independent sigmoids)" if meta["multilabel"] else "multi-class (softmax)",
-        "frontend": (
-            f"log-mel, window {fe['window_size']}, hop {fe['hop_size']}, {fe['mel_bins']} mel bins, "
-            f"{float(fe['fmin']):g}–{float(fe['fmax']):g} Hz"
-        ),
+        "frontend": family_of(meta["arch"]).describe_frontend(fe),
         "prose": prose.strip(),
         "evaluation": _evaluation(meta),
         "provenance": meta["provenance"],
         "source": _source_section(meta),
         "rebuild": _rebuild(meta),
-        "citations": "\n".join(_CITATIONS[c] for c in _METHOD_CITATIONS[meta["method"]]),
+        "credits": _credits(meta),
+        "citations": _citations(meta),
     }
     template = string.Template(_card_file("template.md").read_text(encoding="utf-8"))
     try:

@@ -8,7 +8,6 @@ front end, model arguments and weights checksum, and names every problem at once
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vipann.datasets.labels import get_labels
-from vipann.models.frontend import FrontendConfig
-from vipann.models.pann import ARCHITECTURES, METHODS, PANN
+from vipann.models.families import all_architectures, family_of
+from vipann.models.pann import METHODS
 from vipann.utils.integrity import IntegrityError, check_json_seal
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.registry import PretrainedCfg, get_pretrained_cfg, is_model
@@ -85,7 +84,6 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "head": (dict, _NoneType),
     CONFIG_SHA256: (str,),
 }
-_MODEL_ARGS = frozenset(inspect.signature(PANN.__init__).parameters) - {"self", "arch", "method", "num_classes"}
 
 
 def validate_config(config: Any, source: str = CONFIG_NAME) -> dict[str, Any]:
@@ -125,8 +123,9 @@ def validate_config(config: Any, source: str = CONFIG_NAME) -> dict[str, Any]:
 
     if config["format_version"] < 1:
         problems.append(f"format_version must be >= 1, got {config['format_version']}")
-    if config["arch"] not in ARCHITECTURES:
-        problems.append(f"unknown architecture {config['arch']!r} (known: {', '.join(ARCHITECTURES)})")
+    known_arch = config["arch"] in all_architectures()
+    if not known_arch:
+        problems.append(f"unknown architecture {config['arch']!r} (known: {', '.join(all_architectures())})")
     if config["method"] not in METHODS:
         problems.append(f"unknown method {config['method']!r} (known: {', '.join(METHODS)})")
     if config["num_classes"] < 1:
@@ -136,15 +135,17 @@ def validate_config(config: Any, source: str = CONFIG_NAME) -> dict[str, Any]:
             problems.append(f"{key!r} must be a list of strings")
     if len(config["labels"]) != config["num_classes"]:
         problems.append(f"{len(config['labels'])} labels for num_classes={config['num_classes']}")
-    try:
-        frontend = FrontendConfig.from_dict(dict(config["frontend"]))
-        if frontend.sample_rate != config["sample_rate"]:
-            problems.append(f"sample_rate {config['sample_rate']} differs from frontend {frontend.sample_rate}")
-    except (TypeError, ValueError) as exc:
-        problems.append(f"invalid frontend: {exc}")
-    unknown_args = sorted(set(config["model_args"]) - _MODEL_ARGS)
-    if unknown_args:
-        problems.append(f"unknown model_args {unknown_args} (known: {sorted(_MODEL_ARGS - {'frontend'})})")
+    if known_arch:
+        family = family_of(config["arch"])
+        try:
+            frontend = family.frontend_config.from_dict(dict(config["frontend"]))
+            if frontend.sample_rate != config["sample_rate"]:
+                problems.append(f"sample_rate {config['sample_rate']} differs from frontend {frontend.sample_rate}")
+        except (TypeError, ValueError) as exc:
+            problems.append(f"invalid frontend: {exc}")
+        unknown_args = sorted(set(config["model_args"]) - family.model_args)
+        if unknown_args:
+            problems.append(f"unknown model_args {unknown_args} (known: {sorted(family.model_args - {'frontend'})})")
     if config["default_num_samples"] < 1:
         problems.append("default_num_samples must be >= 1")
     if not _SHA256.fullmatch(config["weights_sha256"]):

@@ -5,7 +5,10 @@
   ``flip``/``detflip`` via MOPED.
 * :func:`from_vipann_checkpoint`: the VI-PANN repository's ``deterministic.pth`` and
   ``flipout.pth`` (and its transfer-learning Flip layout with a Flipout head).
-* :func:`moped`: a deterministic vipann model into its ``flip`` or ``detflip`` counterpart.
+* :func:`from_efficientat_checkpoint`: an EfficientAT release ``.pt`` (``mn10_as_mAP_471.pt``,
+  ``dymn10_as.pt``, ...) into any method (:mod:`vipann.zoo.efficientat`).
+* :func:`moped`: a deterministic vipann model into its ``flip`` or ``detflip`` counterpart
+  (:mod:`vipann.zoo.moped`, with :func:`load_deterministic_weights`).
 
 Every conversion checks every key and shape, and compares the checkpoint's STFT and mel tensors
 with the front end vipann computes from the config: a mismatch means the config is wrong and is
@@ -27,7 +30,7 @@ from typing import Any
 
 import torch
 
-from vipann.layers import FlipoutLayer, flipout_layers
+from vipann.layers import flipout_layers
 from vipann.models.frontend import FrontendConfig, mel_filterbank, stft_kernels
 from vipann.models.pann import PANN
 from vipann.zoo.checkpoint import (
@@ -37,6 +40,7 @@ from vipann.zoo.checkpoint import (
     state_dict_from_object,
 )
 from vipann.zoo.create import create_model
+from vipann.zoo.efficientat import from_efficientat_checkpoint, is_efficientat_state_dict
 from vipann.zoo.identify import (
     FRONTEND_KEYS,
     _flipout_prefixes,
@@ -46,6 +50,7 @@ from vipann.zoo.identify import (
     detect_architecture,
     resolve_architecture,
 )
+from vipann.zoo.moped import load_deterministic_weights, moped
 from vipann.zoo.registry import get_pretrained_cfg, split_model_name
 
 __all__ = [
@@ -57,8 +62,10 @@ __all__ = [
     "describe_conversion",
     "detect_architecture",
     "from_bayesian_torch",
+    "from_efficientat_checkpoint",
     "from_panns_checkpoint",
     "from_vipann_checkpoint",
+    "is_efficientat_state_dict",
     "load_deterministic_weights",
     "moped",
     "resolve_architecture",
@@ -153,60 +160,6 @@ def check_frontend(state_dict: Mapping[str, torch.Tensor], config: FrontendConfi
             "window_size=512, hop_size=160, fmax=8000)."
         )
     return True
-
-
-def load_deterministic_weights(
-    model: PANN,
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    moped_delta: float = 0.5,
-    moped_prior: str = "zero",
-    source: str = "checkpoint",
-    target: str | None = None,
-) -> PANN:
-    """Load deterministic weights into a model of any method (MOPED for its Flipout layers).
-
-    Each Flipout layer ``P`` of ``model`` takes ``P.weight``/``P.bias`` from ``state_dict`` as its
-    posterior mean, with ``sigma = moped_delta * |w|``; every other key is loaded as it is.
-    Every key and shape is checked before anything is written.
-
-    Args:
-        model: The target model (``det``, ``drop``, ``flip`` or ``detflip``).
-        state_dict: A deterministic state dict in vipann/PANNs names, without front-end keys.
-        moped_delta: MOPED's delta (VI-PANN uses 0.5).
-        moped_prior: ``"zero"`` (prior N(0, prior_sigma), as bayesian-torch's ``dnn_to_bnn``) or
-            ``"weights"`` (prior centred on the weights; empirical-Bayes MOPED).
-        source: Name of the state dict in messages.
-        target: Name of the model in messages.
-
-    Returns:
-        The model (loaded in place).
-
-    Raises:
-        CheckpointError: Listing missing, unexpected or mis-shaped keys.
-    """
-    target = target or f"{model.method}-{model.arch}"
-    remaining = dict(state_dict)
-    layers: dict[str, FlipoutLayer] = dict(flipout_layers(model))
-    expected: dict[str, torch.Tensor] = {}
-    own = model.state_dict()
-    flip_prefixes = tuple(p + "." for p in layers)
-    for key, value in own.items():
-        if not key.startswith(flip_prefixes):
-            expected[key] = value
-    for prefix, layer in layers.items():
-        expected[prefix + ".weight"] = layer.mu_w
-        if layer.mu_bias is not None:
-            expected[prefix + ".bias"] = layer.mu_bias
-    check_state_dict(expected, remaining, source=source, target=target)
-    for prefix, layer in layers.items():
-        layer.init_from_deterministic(
-            remaining.pop(prefix + ".weight"), remaining.pop(prefix + ".bias", None), moped_delta, moped_prior
-        )
-    full = model.state_dict()
-    full.update(remaining)
-    model.load_state_dict(full, strict=True)
-    return model
 
 
 def _target_for(name: str, arch_hint: str | None, num_classes: int, frontend: FrontendConfig | None) -> PANN:
@@ -394,58 +347,3 @@ def from_bayesian_torch(
             len(missing_priors),
         )
     return model.eval()
-
-
-def moped(model: PANN, method: str = "flip", *, delta: float = 0.5, prior: str = "zero") -> PANN:
-    """Turn a deterministic (``det``/``drop``) model into its ``flip`` or ``detflip`` counterpart.
-
-    Args:
-        model: The source model; its weights become posterior means.
-        method: ``"flip"`` (every conv and linear layer) or ``"detflip"`` (fc1 and classifier).
-        delta: MOPED delta: posterior sigma = delta * |w|.
-        prior: ``"zero"`` or ``"weights"`` (see :func:`load_deterministic_weights`). The choice is
-            stored in the priors, which persist through save/load.
-
-    Returns:
-        A new model in the source's train/eval mode, on the source's device.
-
-    Raises:
-        ValueError: If ``model`` is not deterministic or ``method`` is not a Flipout method.
-
-    References:
-        R. Krishnan, M. Subedar, O. Tickoo, "Specifying weight priors in Bayesian deep neural
-        networks with empirical Bayes" (MOPED), AAAI 2020.
-    """
-    if model.method not in ("det", "drop"):
-        raise ValueError(f"MOPED converts a det or drop model, got a {model.method!r} model")
-    if method not in ("flip", "detflip"):
-        raise ValueError(f"MOPED produces 'flip' or 'detflip', got {method!r}")
-    config = model.config()
-    device = next(model.parameters()).device
-    with torch.device(device):
-        target = PANN(
-            config.pop("arch"),
-            method,
-            config.pop("num_classes"),
-            **{k: v for k, v in config.items() if k != "method"},
-        )
-    load_deterministic_weights(
-        target,
-        model.state_dict(),
-        moped_delta=delta,
-        moped_prior=prior,
-        source=f"{model.method}-{model.arch}",
-        target=f"{method}-{model.arch}",
-    )
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg is not None:
-        _, arch, tag = split_model_name(cfg.name)
-        new_name = f"{method}-{arch}" + (f".{tag}" if tag else "")
-        try:
-            base = get_pretrained_cfg(new_name)
-            target.pretrained_cfg = base.with_classes(
-                target.num_classes, cfg.labels if cfg.num_classes != base.num_classes else None
-            )
-        except ValueError:
-            target.pretrained_cfg = cfg
-    return target.train(model.training)

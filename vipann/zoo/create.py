@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from vipann.models.families import build_network
 from vipann.models.pann import PANN
 from vipann.zoo.registry import get_pretrained_cfg
 
@@ -26,8 +27,8 @@ def create_model(
         name: Registry name ``<method>-<arch>[.<tag>]`` (see :func:`vipann.list_models`).
         num_classes: Number of outputs; defaults to the entry's.
         device: Device to build the model on (default: torch's default device).
-        **kwargs: Overrides of :class:`vipann.models.PANN` arguments (``conv_dropout``,
-            ``prior_sigma``, ``frontend``, ...).
+        **kwargs: Overrides of the family's constructor arguments (:class:`vipann.models.PANN`,
+            :class:`vipann.models.EfficientAT`: ``conv_dropout``, ``prior_sigma``, ``frontend``, ...).
 
     Returns:
         The model in training mode, with its metadata in ``model.pretrained_cfg``.
@@ -46,6 +47,6 @@ def create_model(
         cfg = cfg.with_classes(int(num_classes))
     args = {"frontend": dict(cfg.frontend), **cfg.model_args, **kwargs}
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = PANN(cfg.arch, cfg.method, cfg.num_classes, **args)
+        model = build_network(cfg.arch, cfg.method, cfg.num_classes, **args)
     model.pretrained_cfg = cfg
     return model

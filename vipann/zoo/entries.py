@@ -160,4 +160,6 @@ def _demo_entries() -> list[dict[str, Any]]:
 
 def all_entries() -> list[dict[str, Any]]:
     """Every built-in entry, as :class:`~vipann.zoo.registry.PretrainedCfg` keyword arguments."""
-    return [*_audioset_entries(), *_demo_entries(), *_tiny_entries()]
+    from vipann.zoo.entries_efficientat import efficientat_entry_fields
+
+    return [*_audioset_entries(), *efficientat_entry_fields(), *_demo_entries(), *_tiny_entries()]

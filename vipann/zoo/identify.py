@@ -19,6 +19,7 @@ import torch
 
 from vipann.models.pann import ARCHITECTURES, PANN
 from vipann.zoo.checkpoint import CheckpointError
+from vipann.zoo.efficientat import is_efficientat_state_dict
 from vipann.zoo.registry import (
     PANNS_INFERENCE_FILES,
     PANNS_RELEASE,
@@ -167,6 +168,11 @@ def _matching_architectures(state_dict: Mapping[str, torch.Tensor]) -> list[str]
     if len(found) > 1 and same_shapes:  # e.g. Cnn10 and the demo net: same keys, other widths
         found = same_shapes
     names = set(shapes)
+    if not found and is_efficientat_state_dict(state_dict):
+        raise CheckpointError(
+            "the checkpoint is an EfficientAT state dict, not a PANN one; convert it with "
+            "vipann.zoo.convert.from_efficientat_checkpoint or `vipann convert efficientat FILE`"
+        )
     if not found:
         raise CheckpointError(
             f"the checkpoint's {len(names)} keys match none of the architectures {', '.join(ARCHITECTURES)}; "

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from vipann.datasets.labels import get_labels
-from vipann.models.pann import ARCHITECTURES, METHODS
+from vipann.models.families import all_architectures
+from vipann.models.pann import METHODS
 from vipann.zoo.entries import DEFAULT_TAGS, HUB_ORG, VIPANN_CHECKPOINTS, all_entries  # noqa: F401 (re-exported)
 from vipann.zoo.sources import PANNS_FILES, PANNS_ZENODO, SourceFile  # noqa: F401 (re-exported)
 
@@ -49,7 +50,7 @@ WEIGHTS: dict[str, str] = {
     "moped": "no trained weights published (untrained MOPED on request)",
     "none": "architecture only",
 }
-_CONVERSIONS = ("panns", "vipann")
+_CONVERSIONS = ("panns", "vipann", "efficientat")
 _RESULTS = ("exact", "not-public")
 
 
@@ -59,7 +60,7 @@ class PretrainedCfg:
 
     Attributes:
         name: ``<method>-<arch>[.<tag>]``.
-        arch: Architecture id (:data:`vipann.models.ARCHITECTURES`).
+        arch: Architecture id of any family (:func:`vipann.models.families.all_architectures`).
         method: ``det``, ``drop``, ``flip`` or ``detflip``.
         tag: Optional tag (dataset a model was fine-tuned on), or None.
         num_classes: Number of outputs.
@@ -93,7 +94,8 @@ class PretrainedCfg:
             URL, file name, size, checksum), or None.
         conversion: How ``source`` becomes this entry: ``"panns"``
             (:func:`vipann.zoo.convert.from_panns_checkpoint` under this name) or ``"vipann"``
-            (:func:`vipann.zoo.convert.from_vipann_checkpoint`); None without a source.
+            (:func:`vipann.zoo.convert.from_vipann_checkpoint`) or ``"efficientat"``
+            (:func:`vipann.zoo.convert.from_efficientat_checkpoint`); None without a source.
         result: What the conversion gives: ``"exact"`` (the published weights, unchanged) or
             ``"not-public"`` (the trained weights of this entry are not in any public file); None
             without a source.
@@ -202,7 +204,7 @@ class PretrainedCfg:
         problems = []
         if (method, arch, tag) != (self.method, self.arch, self.tag):
             problems.append(f"name {self.name!r} does not match method/arch/tag fields")
-        if self.arch not in ARCHITECTURES:
+        if self.arch not in all_architectures():
             problems.append(f"unknown arch {self.arch!r}")
         if self.method not in METHODS:
             problems.append(f"unknown method {self.method!r}")

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from vipann.models.pann import PANN
+from vipann.utils.atomic import write_text_atomic
 from vipann.zoo.checkpoint import CheckpointError
-from vipann.zoo.convert import from_panns_checkpoint, from_vipann_checkpoint
+from vipann.zoo.convert import from_efficientat_checkpoint, from_panns_checkpoint, from_vipann_checkpoint
 from vipann.zoo.download import download_file, file_digests, file_lock, format_size, offline_mode
 from vipann.zoo.hub import NotCachedError
 from vipann.zoo.registry import PretrainedCfg
@@ -41,12 +42,14 @@ from vipann.zoo.sources import SourceFile
 
 __all__ = [
     "CONVERTER_VERSION",
+    "FIRST_USE_KEY",
     "SourceNotCachedError",
     "build_entry",
     "cached_conversion",
     "convert_source",
     "fetch_source",
     "load_release",
+    "recorded_sha256",
     "source_key",
     "source_matches",
     "store_source",
@@ -60,7 +63,10 @@ CONVERTER_VERSION = 1
 _CONVERTERS = {
     "panns": "vipann.zoo.convert.from_panns_checkpoint",
     "vipann": "vipann.zoo.convert.from_vipann_checkpoint",
+    "efficientat": "vipann.zoo.convert.from_efficientat_checkpoint",
 }
+#: Cache key of the files published without a checksum (``SourceFile.first_use``).
+FIRST_USE_KEY = "first-use"
 
 
 class SourceNotCachedError(NotCachedError):
@@ -77,18 +83,62 @@ def zoo_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def source_key(source: SourceFile) -> str:
-    """The cache key of a source file: its published MD5 (or SHA-256)."""
+    """The cache key of a source file: its published MD5 (or SHA-256), or ``first-use`` without one."""
     key = source.md5 or source.sha256
+    if key is None and source.first_use:
+        return FIRST_USE_KEY
     if key is None:
         raise ValueError(f"{source.filename} has no published checksum; it can only be imported")
     return key
 
 
-def source_matches(source: SourceFile, digests: dict[str, str]) -> bool:
-    """Whether a file's ``{"md5", "sha256"}`` digests match every checksum published for ``source``."""
-    return (source.md5 is None or digests["md5"] == source.md5) and (
-        source.sha256 is None or digests["sha256"] == source.sha256
-    )
+def _record_path(root: Path, source: SourceFile) -> Path:
+    return root / "sources" / FIRST_USE_KEY / f"{source.filename}.sha256"
+
+
+def recorded_sha256(source: SourceFile, cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The SHA-256 recorded at the first download (or import) of a file published without a checksum."""
+    if not source.first_use or source.published_checksum:
+        return None
+    path = _record_path(zoo_cache_dir(cache_dir), source)
+    return path.read_text(encoding="utf-8").split()[0] if path.is_file() else None
+
+
+def _record(root: Path, source: SourceFile, digests: dict[str, str]) -> None:
+    if source.first_use and not source.published_checksum and not _record_path(root, source).is_file():
+        write_text_atomic(_record_path(root, source), f"{digests['sha256']}  {source.filename}\n")
+        logger.warning(
+            "%s has no published checksum: recorded the sha256 of this first copy (%s); a later file that "
+            "differs is refused",
+            source.filename,
+            digests["sha256"],
+        )
+
+
+def _expected(source: SourceFile, root: Path) -> tuple[str | None, str | None]:
+    """The ``(md5, sha256)`` a file must have: the published checksums, or the one recorded on first use."""
+    if source.published_checksum or not source.first_use:
+        return source.md5, source.sha256
+    return None, recorded_sha256(source, root)
+
+
+def source_matches(
+    source: SourceFile, digests: dict[str, str], cache_dir: str | os.PathLike[str] | None = None
+) -> bool:
+    """Whether a file's ``{"md5", "sha256"}`` digests match the checksums ``source`` must have.
+
+    These are the published checksums, or for a file published without one the SHA-256 recorded
+    on first use (any file matches before that).
+    """
+    md5, sha256 = _expected(source, zoo_cache_dir(cache_dir))
+    return (md5 is None or digests["md5"] == md5) and (sha256 is None or digests["sha256"] == sha256)
+
+
+def _expected_text(source: SourceFile, root: Path) -> str:
+    sha256 = _expected(source, root)[1]
+    if source.published_checksum or sha256 is None:
+        return source.checksum
+    return f"sha256:{sha256} (recorded at its first download; no checksum is published)"
 
 
 def _not_cached(name: str, source: SourceFile, root: Path, reason: str, explicit_root: bool) -> SourceNotCachedError:
@@ -100,9 +150,15 @@ def _not_cached(name: str, source: SourceFile, root: Path, reason: str, explicit
         f"    {source.url}",
     ]
     if mirror != source.url:
-        lines.append(f"    (or from the mirror VIPANN_PANNS_ENDPOINT names: {mirror})")
+        lines.append(f"    (or from the mirror {source.endpoint_variable} names: {mirror})")
     lines += [
-        "then import it here, once (the checksum is verified):",
+        "then import it here, once ("
+        + (
+            "its sha256 is recorded"
+            if source.first_use and not source.published_checksum
+            else "the checksum is verified"
+        )
+        + "):",
         f"    vipann zoo import {source.filename}{option}",
         f"and load {name!r} again: it is converted and cached on first use, offline.",
     ]
@@ -138,9 +194,9 @@ def store_source(
 
     root = zoo_cache_dir(cache_dir)
     digests = digests or file_digests(file)
-    if not source_matches(source, digests):
+    if not source_matches(source, digests, root):
         raise ChecksumMismatchError(
-            f"{file} is not the published {source.filename}: expected {source.checksum}, received "
+            f"{file} is not the published {source.filename}: expected {_expected_text(source, root)}, received "
             f"md5:{digests['md5']} (sha256:{digests['sha256']}); nothing was imported"
         )
     key = source_key(source)
@@ -156,6 +212,7 @@ def store_source(
         except BaseException:
             part.unlink(missing_ok=True)
             raise
+        _record(root, source, digests)
     logger.info(
         "imported %s (%s) into the vipann cache: %s", source.filename, format_size(target.stat().st_size), target
     )
@@ -195,14 +252,14 @@ def fetch_source(
     with file_lock(_locks(root) / f"{key}.lock", f"downloading {source.filename}"):
         if target.is_file() and not force_download:
             digests = file_digests(target)
-            if source_matches(source, digests):
+            if source_matches(source, digests, root):
                 logger.info("%s: using the cached original %s (%s)", name, target, format_size(target.stat().st_size))
                 return target, digests, None
             logger.warning(
-                "%s: the cached %s does not match its published checksum (%s, received md5:%s); it is deleted",
+                "%s: the cached %s does not match its checksum (%s, received md5:%s); it is deleted",
                 name,
                 target,
-                source.checksum,
+                _expected_text(source, root),
                 digests["md5"],
             )
             target.unlink()
@@ -224,13 +281,22 @@ def fetch_source(
             url,
             target.parent,
         )
+        md5, sha256 = _expected(source, root)
         try:
-            digests = download_file(url, target, size=source.size, md5=source.md5, sha256=source.sha256)
-        except CheckpointError:
+            digests = download_file(url, target, size=source.size, md5=md5, sha256=sha256)
+        except CheckpointError as exc:
             # A checksum mismatch: the download is gone; leave no empty folder behind either.
             if target.parent.is_dir() and not any(target.parent.iterdir()):
                 target.parent.rmdir()
+            if source.first_use and sha256 is not None:
+                raise type(exc)(
+                    f"{exc}\n{source.filename} is published without a checksum; this download differs from the "
+                    f"first one vipann recorded (sha256:{sha256}, in {_record_path(root, source)}): the "
+                    "publisher may have replaced the file. Nothing was converted; delete that record to "
+                    "accept the new file."
+                ) from None
             raise
+        _record(root, source, digests)
     return target, digests, url
 
 
@@ -252,6 +318,8 @@ def convert_source(cfg: PretrainedCfg, path: str | os.PathLike[str]) -> PANN:
         model = from_panns_checkpoint(path, cfg.name)
     elif cfg.conversion == "vipann":
         model = from_vipann_checkpoint(path, cfg.name)
+    elif cfg.conversion == "efficientat":
+        model = from_efficientat_checkpoint(path, cfg.name)
     else:
         raise ValueError(f"registry entry {cfg.name!r} has no conversion recipe")
     model.pretrained_cfg = cfg
@@ -329,7 +397,7 @@ def cached_conversion(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | No
     if cfg.source is None:
         return None
     folder = zoo_cache_dir(cache_dir) / "converted" / cfg.name
-    if cfg.source.md5 or cfg.source.sha256:
+    if cfg.source.published_checksum or cfg.source.first_use:
         candidates = [folder / f"{source_key(cfg.source)}-c{CONVERTER_VERSION}"]
     else:
         candidates = sorted(folder.glob(f"*-c{CONVERTER_VERSION}"), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vipann._version import __version__
+from vipann.models.families import build_network, is_network
 from vipann.models.pann import PANN
 from vipann.utils.atomic import fsync_path, set_default_mode
 from vipann.utils.dirswap import make_staging_dir, recover_dir, swap_into_place
@@ -210,7 +211,8 @@ def save_pretrained(
             is not a model directory, holds other files, or is the working directory.
         OSError: If the disk is full or the folder not writable (one clear message; nothing changed).
         CheckpointError: If the model's weights hold NaN or infinite values.
-        TypeError: If ``model`` is not a PANN or ``extra_metadata`` is not JSON-serialisable.
+        TypeError: If ``model`` is not a vipann network (:class:`~vipann.models.PANN`,
+            :class:`~vipann.models.EfficientAT`) or ``extra_metadata`` is not JSON-serialisable.
 
     Example:
         >>> import vipann
@@ -220,10 +222,10 @@ def save_pretrained(
     """
     head = getattr(model, "head_config", None)
     extra_state: dict[str, torch.Tensor] = {}
-    if not isinstance(model, PANN) and callable(getattr(model, "pretrained_parts", None)):
+    if not is_network(model) and callable(getattr(model, "pretrained_parts", None)):
         model, head, extra_state = model.pretrained_parts()
-    if not isinstance(model, PANN):
-        raise TypeError(f"save_pretrained expects a vipann PANN model, got {type(model).__name__}")
+    if not is_network(model):
+        raise TypeError(f"save_pretrained expects a vipann model (PANN, EfficientAT), got {type(model).__name__}")
     target = Path(directory).absolute()
     recover_dir(target)  # a save of this directory killed earlier: finish or roll it back first
     if target.exists() and not target.is_dir():
@@ -307,7 +309,7 @@ class _Shape:
 
 def _build_model(config: Mapping[str, Any], num_classes: int, device: str = "cpu") -> PANN:
     with torch.device(device):
-        model = PANN(
+        model = build_network(
             config["arch"],
             config["method"],
             num_classes,

@@ -56,6 +56,10 @@ class SourceFile:
         path: URL path (with query) below the endpoint for a direct download; None when the file
             has no direct link (a share page only).
         metrics: ``{dataset: {metric: value}}`` the release reports for the file.
+        endpoint: Base URL ``path`` is below (the publisher's host).
+        endpoint_variable: Environment variable that replaces ``endpoint`` (a mirror, or a test server).
+        first_use: For a file published without any checksum (EfficientAT's GitHub release): the
+            SHA-256 of its first download is recorded in the cache and every later file must match it.
     """
 
     filename: str
@@ -66,31 +70,40 @@ class SourceFile:
     sha256: str | None = None
     path: str | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    endpoint: str = DEFAULT_PANNS_ENDPOINT
+    endpoint_variable: str = "VIPANN_PANNS_ENDPOINT"
+    first_use: bool = False
+
+    @property
+    def published_checksum(self) -> bool:
+        """Whether the publisher gives a checksum (MD5 or SHA-256) for the file."""
+        return self.md5 is not None or self.sha256 is not None
 
     @property
     def downloadable(self) -> bool:
-        """Whether the file has a direct download URL and a published checksum to verify it with."""
-        return self.path is not None and (self.md5 is not None or self.sha256 is not None)
+        """Whether the file has a direct URL and a checksum to verify it (published, or recorded on first use)."""
+        return self.path is not None and (self.published_checksum or self.first_use)
 
     @property
     def url(self) -> str | None:
-        """The download URL at the default endpoint (what to fetch on another machine), or None."""
-        return None if self.path is None else DEFAULT_PANNS_ENDPOINT + self.path
+        """The download URL at the publisher's endpoint (what to fetch on another machine), or None."""
+        return None if self.path is None else self.endpoint + self.path
 
     def url_at(self, endpoint: str | None = None) -> str | None:
-        """The download URL at ``endpoint`` (default: :func:`panns_endpoint`), or None without a direct link."""
+        """The download URL at ``endpoint`` (default: ``$endpoint_variable`` or the publisher's), or None."""
         if self.path is None:
             return None
-        return (endpoint.rstrip("/") if endpoint else panns_endpoint()) + self.path
+        base = endpoint or os.environ.get(self.endpoint_variable) or self.endpoint
+        return base.rstrip("/") + self.path
 
     @property
     def checksum(self) -> str:
-        """The published checksum as ``md5:<hex>`` (or ``sha256:<hex>``), or ``"none published"``."""
+        """The published checksum as ``md5:<hex>`` (or ``sha256:<hex>``), or what stands in for it."""
         if self.md5:
             return f"md5:{self.md5}"
         if self.sha256:
             return f"sha256:{self.sha256}"
-        return "none published"
+        return "none published; the first download's sha256 is recorded" if self.first_use else "none published"
 
     def validate(self) -> list[str]:
         """Problems with the record (empty when it is consistent)."""
