@@ -203,6 +203,40 @@ WHERE = {
     ),
     "scripts/build_demo_zoo.sh": "not run by make docs-check: it takes 20-70 min on 2 CPU cores and rewrites the "
     "shipped weights in vipann/data/zoo; test_every_named_config_loads loads its configs",
+    "vipann zoo import Cnn14_mAP=0.431.pth": f"not run here: {CHECKPOINT}; tests/zoo/test_release.py imports a "
+    "seeded file of the same layout under its name",
+    "vipann zoo import FILE": "not run here: FILE stands for any original checkpoint (tests/zoo/test_release.py, "
+    "tests/zoo/test_efficientat_release.py)",
+    "vipann zoo import flipout.pth": f"not run here: {CHECKPOINT}; tests/zoo/test_zoo_build.py imports a seeded "
+    "flipout.pth",
+    "vipann convert vipann flipout.pth": f"not run here: {CHECKPOINT}; tests/cli/test_cli.py converts seeded "
+    "VI-PANN checkpoints",
+    "vipann zoo build --from checkpoints/ --out zoo/": f"not run here: {CHECKPOINT}; tests/zoo/test_zoo_build.py "
+    "builds a zoo from seeded files",
+    "vipann zoo build --from DIR --out ZOO": "not run here: DIR stands for a folder of original checkpoints "
+    "(tests/zoo/test_zoo_build.py)",
+    "vipann zoo publish zoo/ --org ORG --dry-run": "not run here: needs the zoo/ the line before builds; "
+    "tests/zoo/test_zoo_build.py publishes to a local Hub-shaped server",
+    "vipann zoo publish ZOO --org ORG": "not run here: the Hub is not reachable (tests/zoo/test_zoo_build.py "
+    "publishes to a local Hub-shaped server)",
+    "vipann info NAME --convention ...": "not run here: NAME stands for any registry name; "
+    "test_info_command_gives_table1 runs the paper's",
+    "vipann convert efficientat mn10_as_mAP_471.pt --name drop-mn10 --out ./drop-mn10": "not run here: needs "
+    "EfficientAT's release file; tests/tagging/test_efficientat_tagging.py converts a synthetic one",
+    "python finetune/fixmatch.py --config finetune/configs/esc50-fixmatch.yaml --data-root ESC-50-master": (
+        "not run here: needs ESC-50; tests/recipes/test_fixmatch.py runs the recipe on generated ESC-50-layout data"
+    ),
+    "python finetune/fixmatch.py --config finetune/configs/esc50-fixmatch-table1.yaml --data-root ESC-50-master": (
+        "not run here: needs ESC-50; test_every_named_config_loads loads its config"
+    ),
+    "torchrun --nproc_per_node 2 finetune/fixmatch.py --config finetune/configs/esc50-fixmatch.yaml "
+    "--data-root ...": "not run here: ESC-50 on two processes; tests/recipes/test_fixmatch.py runs two "
+    "processes on generated data",
+    'python -c "from vipann.datasets.synthetic import make_downstream; '
+    "make_downstream('data/downstream-1s', clips_per_class_per_fold=8, clip_seconds=1.0)\"": "test_fixmatch_demo "
+    "(docs-check)",
+    "python finetune/fixmatch.py --config finetune/configs/demo-fixmatch.yaml --data-root data/downstream-1s "
+    "--out runs/demo-fixmatch": "test_fixmatch_demo (docs-check)",
     "hf download ORG/NAME": "not run here: the Hub is not reachable (ORG/NAME stands for a model repository)",
     "VIPANN_PANNS_CHECKPOINT=~/panns_data/Cnn14_mAP=0.431.pth .venv/bin/python -m pytest "
     "tests/tagging/test_audio_tagging.py -k published": f"not run here: {CHECKPOINT}; "
@@ -250,7 +284,7 @@ def test_list_command(doc_dir):
 
 
 def test_info_command_gives_table1(doc_dir):
-    out = _bash(command("vipann info "), doc_dir).stdout
+    out = _bash(command("vipann info flip-resnet54"), doc_dir).stdout
     fields = dict(line.strip().split(": ", 1) for line in out.splitlines() if ": " in line)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if line.startswith("| Flip |"))
@@ -295,6 +329,20 @@ def test_example_data_evaluate_retention(doc_dir):
     for start in ("vipann example-data example/", "vipann evaluate ", "vipann retention "):
         _bash(command(start), doc_dir)
     _check_evaluation(doc_dir, clips=10 * 4)  # the demo's sizes: 4 clips per class and fold
+
+
+@docs_check
+def test_fixmatch_demo(doc_dir):
+    (doc_dir / "finetune").symlink_to(ROOT / "finetune", target_is_directory=True)
+    _bash(command('python -c "from vipann.datasets.synthetic import make_downstream'), doc_dir)
+    _bash(command("python finetune/fixmatch.py --config finetune/configs/demo-fixmatch.yaml"), doc_dir, timeout=1800)
+    out = doc_dir / "runs" / "demo-fixmatch"
+    table2 = (out / "table2.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- fixmatch-demo:start -->")[1].split("<!-- fixmatch-demo:end -->")[0]
+    rows = [line.split("|")[1].strip() for line in table2.splitlines() if line.startswith("| ")]
+    assert rows and all(f"| {row} |" in shown for row in rows), (rows, shown)
+    assert (out / "pseudo_labels.png").is_file() and (out / "table1.md").is_file()
 
 
 def test_layering_command(doc_dir):
@@ -399,6 +447,7 @@ def test_every_mentioned_name_exists():
 def test_every_named_config_loads():
     from vipann.recipes.compare import CompareConfig
     from vipann.recipes.config import load_config
+    from vipann.recipes.fixmatch_config import FixMatchConfig
     from vipann.recipes.pretrain import PretrainConfig
     from vipann.recipes.transfer_config import TransferConfig
 
@@ -407,7 +456,9 @@ def test_every_named_config_loads():
     assert len(named) >= 6
     for path in named:
         kind = path.name.split("-")[0]
-        if kind == "compare":
+        if "fixmatch" in path.name:
+            load_config(FixMatchConfig, path, {"data_root": "data"})
+        elif kind == "compare":
             load_config(CompareConfig, path, {"data_root": "data"})
         elif kind in ("audioset", "demo"):
             load_config(PretrainConfig, path, {"train": "train.h5", "eval": "eval.h5"})
