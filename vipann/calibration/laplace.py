@@ -42,6 +42,7 @@ from vipann.calibration.laplace_curvature import (
     HESSIANS,
     LIKELIHOODS,
     LinearPosterior,
+    activation_derivative,
     log_marginal_likelihood,
     optimize_prior_precision,
 )
@@ -201,7 +202,8 @@ class LaplaceModel(PosteriorModel):
         blocks, lam = self.posterior.blocks, self.prior_precision
         cov = blocks["fc_audioset"].covariance(phi, lam)
         if "fc1" in blocks:
-            u = self.network.fc_audioset.weight[None] * (z1 > 0).to(f.dtype)[:, None, :]  # (N, C, D)
+            slope = activation_derivative(self.network.act_fc1, z1).to(f.dtype)
+            u = self.network.fc_audioset.weight[None] * slope[:, None, :]  # (N, C, D)
             cov = cov + u @ blocks["fc1"].covariance(pooled, lam) @ u.transpose(1, 2)
         return f, cov
 
@@ -222,7 +224,8 @@ class LaplaceModel(PosteriorModel):
         df = blocks["fc_audioset"].sample(phi, lam, num_samples, generator)
         if "fc1" in blocks:
             dz1 = blocks["fc1"].sample(pooled, lam, num_samples, generator)
-            df = df + (dz1 * (z1 > 0).to(f.dtype)) @ self.network.fc_audioset.weight.T
+            slope = activation_derivative(self.network.act_fc1, z1).to(f.dtype)
+            df = df + (dz1 * slope) @ self.network.fc_audioset.weight.T
         return f[None] + df
 
     def mc_sampler(

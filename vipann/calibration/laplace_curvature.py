@@ -246,3 +246,28 @@ def optimize_prior_precision(
         else:
             hi = mid
     return math.exp((lo + hi) / 2), False
+
+
+#: Activations between fc1 and the classifier that the ``head`` subset linearises through.
+HEAD_ACTIVATIONS = (nn.ReLU, nn.Hardswish)
+
+
+def activation_derivative(activation: nn.Module, z: Tensor) -> Tensor:
+    """The derivative of a head activation at its input ``z`` (the Jacobian's diagonal).
+
+    Args:
+        activation: ``nn.ReLU`` (PANNs) or ``nn.Hardswish`` (EfficientAT).
+        z: The activation's input.
+
+    Returns:
+        ``d activation(z) / dz``, element-wise, in ``z``'s dtype.
+
+    Raises:
+        TypeError: For any other activation.
+    """
+    if type(activation) is nn.ReLU:
+        return (z > 0).to(z.dtype)
+    if type(activation) is nn.Hardswish:  # x * relu6(x + 3) / 6
+        return torch.where(z <= -3, torch.zeros_like(z), torch.where(z >= 3, torch.ones_like(z), (2 * z + 3) / 6))
+    names = ", ".join(a.__name__ for a in HEAD_ACTIVATIONS)
+    raise TypeError(f"subset='head' linearises through {names} after fc1, got {type(activation).__name__}")

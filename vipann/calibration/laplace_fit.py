@@ -21,8 +21,10 @@ from torch import Tensor, nn
 from vipann.calibration._posterior import PosteriorModel
 from vipann.calibration.laplace import _LAYERS, SUBSETS, LaplaceModel, _posterior_module
 from vipann.calibration.laplace_curvature import (
+    HEAD_ACTIVATIONS,
     HESSIANS,
     LIKELIHOODS,
+    activation_derivative,
     hessian_diagonal,
     hessian_sqrt,
     negative_log_likelihood,
@@ -40,7 +42,9 @@ def _check_network(model: nn.Module, subset: str) -> nn.Module:
         raise TypeError(f"fit_laplace needs a deterministic network; this is a {model.method} model (use .network)")
     needed = ("fc1", "act_fc1", "fc_audioset", "dropout_fc1", "dropout_head", "pooled", "pooling")
     if not all(hasattr(model, a) for a in needed):
-        raise TypeError(f"fit_laplace needs a vipann PANN (fc1 -> ReLU -> classifier head), got {type(model).__name__}")
+        raise TypeError(
+            f"fit_laplace needs a vipann network (fc1 -> activation -> classifier head), got {type(model).__name__}"
+        )
     for name in _LAYERS["head"]:
         if type(getattr(model, name)) is not nn.Linear:
             raise TypeError(
@@ -48,8 +52,9 @@ def _check_network(model: nn.Module, subset: str) -> nn.Module:
                 f"{type(getattr(model, name)).__name__} {name} (Flipout and SNGP heads are already Bayesian: "
                 "start from a det or drop model)"
             )
-    if subset == "head" and type(model.act_fc1) is not nn.ReLU:
-        raise TypeError(f"subset='head' needs a ReLU after fc1, got {type(model.act_fc1).__name__}")
+    if subset == "head" and not isinstance(model.act_fc1, HEAD_ACTIVATIONS):
+        names = ", ".join(a.__name__ for a in HEAD_ACTIVATIONS)
+        raise TypeError(f"subset='head' needs one of {names} after fc1, got {type(model.act_fc1).__name__}")
     if model.pooling != "clip":
         raise ValueError(
             f"fit_laplace needs a clip-level head; {model.arch!r} pools per segment ({model.pooling!r}): use the "
@@ -63,6 +68,7 @@ class _Curvature:
 
     def __init__(self, network: nn.Module, likelihood: str, subset: str, hessian: str, device: torch.device) -> None:
         self.likelihood, self.subset, self.hessian = likelihood, subset, hessian
+        self.act = network.act_fc1
         f64 = {"dtype": torch.float64, "device": device}
         self.w1, self.b1 = network.fc1.weight.detach().to(**f64), network.fc1.bias.detach().to(**f64)
         self.w2, self.b2 = network.fc_audioset.weight.detach().to(**f64), network.fc_audioset.bias.detach().to(**f64)
@@ -80,7 +86,7 @@ class _Curvature:
     def add(self, pooled: Tensor, targets: Tensor) -> None:
         a = pooled.to(self.w1)
         z1 = F.linear(a, self.w1, self.b1)
-        phi = z1.clamp(min=0)
+        phi = self.act(z1)
         f = F.linear(phi, self.w2, self.b2)
         s = self.sums
         s["nll"] += negative_log_likelihood(f, targets.to(f.device), self.likelihood)
@@ -100,16 +106,16 @@ class _Curvature:
             self._add_fc1(a, z1, f)
 
     def _add_fc1(self, a: Tensor, z1: Tensor, f: Tensor) -> None:
-        s, r = self.sums, (z1 > 0).to(z1.dtype)
+        s, r = self.sums, activation_derivative(self.act, z1)
         if self.hessian == "diag":
-            # diag(W2^T H_n W2) restricted to the active units: the GGN diagonal of fc1's outputs
+            # diag(D_n W2^T H_n W2 D_n), D_n = diag(act'(z1)): the GGN diagonal of fc1's outputs
             p = torch.sigmoid(f) if self.likelihood == "bernoulli" else torch.softmax(f, -1)
             w2sq = self.w2.square()
             if self.likelihood == "bernoulli":
                 q = (p * (1 - p)) @ w2sq
             else:
                 q = p @ w2sq - (p @ self.w2).square()
-            q = q * r
+            q = q * r.square()  # r is 0/1 for ReLU; Hardswish's slope enters squared
             s["fc1.w"] += q.T @ a.square()
             s["fc1.b"] += q.sum(0)
             return
