@@ -14,7 +14,8 @@ labels) and labelled-only. Each step: B labelled + mu*B unlabelled clips; weak v
 shifts of the log-mel input) -> pseudo-label; strong view (shifts, sharpening, Gaussian noise,
 optional SpecAugment masking) trained against it. OUT holds per-run epochs.csv and evaluations,
 pseudo_labels.{csv,png} (Fig. 2), table1.{csv,md} (Table I) and table2.{csv,md} (Table II).
---resume continues a killed run exactly. See vipann.recipes.fixmatch.
+--resume continues a killed run exactly (refused when a setting that affects results changed);
+--overwrite deletes a previous run in --out and starts over. See vipann.recipes.fixmatch.
 """
 
 import sys
@@ -71,6 +72,7 @@ FLAGS = [
     "amp",
     "seed",
     "resume",
+    "overwrite",
     "export",
     "cache_dir",
     "progress",

@@ -55,7 +55,7 @@ from vipann.models.pann import PANN
 from vipann.recipes._fixmatch_report import write_report
 from vipann.recipes._fixmatch_train import RunData, compute_logmel, train_run
 from vipann.recipes._outputs import finish_stage, logit_runs, stage_done, to_probs
-from vipann.recipes.config import save_config
+from vipann.recipes.config import prepare_run_dir, save_config
 from vipann.recipes.fixmatch_config import METHODS, FixMatchConfig
 from vipann.recipes.transfer import backbone_name, load_backbone
 from vipann.train.distributed import DistContext
@@ -180,9 +180,9 @@ def run_fixmatch(config: FixMatchConfig, ctx: DistContext | None = None) -> dict
         from vipann.train.distributed import init_distributed
 
         ctx = init_distributed(config.device or None)
-    out = Path(config.out)
+    # A new, empty or earlier fixmatch run's folder only; a resume with other settings is refused.
+    out = prepare_run_dir(config, "fixmatch", check_only=not ctx.is_main)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     backbone = load_backbone(config.model, config.strategy, ctx.device)
     dataset = _dataset(config, backbone.sample_rate, out, ctx)

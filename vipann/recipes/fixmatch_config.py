@@ -168,7 +168,10 @@ class FixMatchConfig:
         amp: Mixed precision on CUDA.
         seed: Seed of everything random.
         resume: Continue a killed run in ``out`` (finished runs are skipped, an unfinished one
-            continues from its last epoch exactly).
+            continues from its last epoch exactly); refused when a setting that affects results
+            differs from the run's.
+        overwrite: Delete a previous run in ``out`` and start over (``out`` must hold a run of this
+            recipe; a folder of anything else is never touched).
         export: Save every trained model in the zoo layout.
         cache_dir: Where decoded audio is cached (default: vipann's cache folder).
         progress: Progress bars.
@@ -223,6 +226,7 @@ class FixMatchConfig:
     amp: bool = False
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     export: bool = False
     cache_dir: str = ""
     progress: bool = True
