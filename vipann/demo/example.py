@@ -19,6 +19,7 @@ the demo's transfer into one folder:
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,6 @@ def write_example_data(
     from vipann.demo.run import SIZES, transfer_settings
     from vipann.recipes.transfer import TransferConfig, run_transfer
     from vipann.zoo.factory import from_pretrained
-    from vipann.zoo.serialization import save_pretrained
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -107,7 +107,27 @@ def write_example_data(
     run_transfer(config)
     (test_fold,) = config.folds
     export = transfer / strategy / f"fold{test_fold}" / "finetuned" / "export"
-    model = from_pretrained(f"local-dir:{export}")  # the recipe's export must load as it is
+    from_pretrained(f"local-dir:{export}")  # the recipe's export must load as it is
     target = root / f"{strategy}-demo-downstream"
-    save_pretrained(model, target, overwrite=True)
+    _copy_model_dir(export, target)
     return ExampleData(root, downstream, ood, transfer, target, test_fold)
+
+
+def _copy_model_dir(source: Path, target: Path) -> None:
+    """Copy a verified model directory, byte for byte, atomically; only a model directory is replaced."""
+    from vipann.utils.dirswap import make_staging_dir, recover_dir, swap_into_place
+    from vipann.utils.outdirs import check_replaceable
+    from vipann.zoo.config import MODEL_FILES, is_model_dir
+
+    target = target.absolute()
+    recover_dir(target)
+    check_replaceable(target, recognise=is_model_dir, own_names=MODEL_FILES, what="a vipann model directory")
+    staging = make_staging_dir(target)
+    try:
+        for file in sorted(source.iterdir()):
+            if file.is_file():
+                shutil.copyfile(file, staging / file.name)
+        swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
