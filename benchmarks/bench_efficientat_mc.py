@@ -33,19 +33,26 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def main():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="drop-mn10,detflip-mn10", help="comma-separated registry names")
-    parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--clips", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--samples", type=int, help="Monte-Carlo samples S (default 30; --quick: 8)")
+    parser.add_argument("--clips", type=int, help="clips per batch (default 4; --quick: 1)")
+    parser.add_argument("--seconds", type=float, help="clip length in seconds (default 5; --quick: 2)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="S=8, 1 clip of 2 s: a smoke run")
-    args = parser.parse_args()
-    if args.quick:
-        args.samples, args.clips, args.seconds = 8, 1, 2.0
+    args = parser.parse_args(argv)
+    sizes = dict(samples=8, clips=1, seconds=2.0) if args.quick else dict(samples=30, clips=4, seconds=5.0)
+    for name, value in sizes.items():
+        if getattr(args, name) is None:  # explicit flags win over either size
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
@@ -71,6 +78,8 @@ def main():
             f"{name:15s} {seconds:8.2f} s  {rates[name]:9.1f} clip-samples/s  x{ratio:6.2f} vs {BASELINE}  "
             f"(sampled from stage {split!r}; {macs / 1e9:.2f} GMACs per {args.seconds:g} s pass)"
         )
+        if name != BASELINE:
+            print(f"ratio: {name} vs {BASELINE}, S={args.samples}, clip-samples per second = {ratio:.2f}x")
 
 
 if __name__ == "__main__":
