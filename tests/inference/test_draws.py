@@ -2,7 +2,6 @@
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,39 +127,3 @@ def test_ensemble_members_use_the_requested_draws():
     assert a.probs.shape == c.probs.shape == (8, 2, 10)
     assert not torch.allclose(a.probs, c.probs)
     torch.testing.assert_close(c.probs, vipann.predict(ensemble, x, num_samples=4, generator=5, draws="shared").probs)
-
-
-def test_audio_tagging_and_sed_take_draws():
-    import dataclasses
-
-    from vipann import AudioTagging, SoundEventDetection
-    from vipann.models import ARCHITECTURES, PANN
-
-    audio = _audio(batch=2).numpy()
-    tagger = AudioTagging(model=_model("detflip-tiny"), device="cpu")
-    runs = {
-        draws: tagger.inference(audio, num_samples=5, return_uncertainty=True, generator=0, draws=draws)
-        for draws in ("independent", "shared")
-    }
-    assert runs["shared"][0].shape == runs["independent"][0].shape == (2, 10)
-    assert not np.allclose(runs["shared"][2]["std"], runs["independent"][2]["std"])
-    default = tagger.inference(audio, num_samples=5, return_uncertainty=True, generator=0)
-    np.testing.assert_allclose(default[2]["std"], runs["shared"][2]["std"])  # detflip's default: shared
-    with pytest.raises(ValueError, match="draws must be one of"):
-        tagger.inference(audio, draws="all")
-
-    spec = dataclasses.replace(ARCHITECTURES["tiny"], name="tiny-dlmax-draws", pooling="decision_max")
-    ARCHITECTURES["tiny-dlmax-draws"] = spec
-    try:
-        torch.manual_seed(0)
-        sed = SoundEventDetection(model=PANN("tiny-dlmax-draws", "detflip", 10).eval(), device="cpu")
-        shared = sed.inference(audio, num_samples=4, return_uncertainty=True, generator=1, draws="shared")
-        independent = sed.inference(audio, num_samples=4, return_uncertainty=True, generator=1)
-        again = sed.inference(audio, num_samples=4, return_uncertainty=True, generator=1, draws="independent")
-        np.testing.assert_allclose(independent[0], again[0])  # per-segment heads default to independent
-        assert shared[0].shape == independent[0].shape
-        assert not np.allclose(shared[1]["std"], independent[1]["std"])
-        with pytest.raises(ValueError, match="draws must be one of"):
-            sed.inference(audio, draws="all")
-    finally:
-        del ARCHITECTURES["tiny-dlmax-draws"]
