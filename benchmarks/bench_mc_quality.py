@@ -57,10 +57,11 @@ def cache_prefix(model):
     ``detflip`` every time; the wall times come from separate, uncached ``predict`` calls.
     """
     run_stages = type(model).run_stages
+    split = model.first_stochastic_stage()
     cache = {}
 
     def cached(x, start=0, stop=None):
-        if start != 0:
+        if start != 0 or stop is None or stop > split:  # only the deterministic prefix is cached
             return run_stages(model, x, start, stop)
         key = (tuple(x.shape), stop, float(x.double().sum()), float(x.double().square().sum()))
         if key not in cache:

@@ -63,11 +63,8 @@ def test_quick_mode_changes_sizes_and_explicit_flags_win(name):
 def test_bench_predict_prints_speed_and_memory_ratios_for_both_draws():
     out = _run("bench_predict.py", "--quick", "--arch", "tiny", "--samples", "4", "--seconds", "1", "--repeats", "1")
     _ratios(out)
-    for method, modes in {
-        "detflip": ("shared", "independent"),
-        "flip": ("shared", "independent"),
-        "drop": ("default",),
-    }:
+    expected = {"detflip": ("shared", "independent"), "flip": ("shared", "independent"), "drop": ("default",)}
+    for method, modes in expected.items():
         for mode in modes:
             assert re.search(rf"^ratio: {method}-tiny S=4 B=2 draws={mode}: [0-9.]+x", out, re.M), (method, mode)
             assert re.search(rf"^ratio: memory {method}-tiny draws={mode}: peak \d+ MiB", out, re.M), (method, mode)
