@@ -14,7 +14,14 @@ name); calibration, training and the applications build on it.
 
 from vipann.inference.ensemble import Ensemble, member_seeds, predict_ensemble
 from vipann.inference.predict import Prediction, predict
-from vipann.inference.sampler import LogitSampler, MonteCarloModel, default_rows, make_sampler, sample_logits
+from vipann.inference.sampler import (
+    LogitSampler,
+    MonteCarloModel,
+    default_draws,
+    default_rows,
+    make_sampler,
+    sample_logits,
+)
 from vipann.inference.temperature import apply_temperature
 from vipann.inference.windows import window_starts
 
@@ -24,6 +31,7 @@ __all__ = [
     "MonteCarloModel",
     "Prediction",
     "apply_temperature",
+    "default_draws",
     "default_rows",
     "make_sampler",
     "member_seeds",

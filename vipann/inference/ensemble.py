@@ -193,6 +193,7 @@ class Ensemble(nn.Module):
         generator: torch.Generator | None = None,
         max_rows: int | None = None,
         temperature: Temperature = None,
+        draws: str | None = None,
     ) -> LogitSampler:
         """The ensemble's Monte-Carlo sampler: every member's own sampling, concatenated member-major.
 
@@ -206,6 +207,8 @@ class Ensemble(nn.Module):
             max_rows: Rows per stochastic pass of each member (None: the member's default).
             temperature: Override of the temperatures (None: the ensemble's own if it has one, else
                 each member's own).
+            draws: ``"independent"`` or ``"shared"`` weight draws of every member (None: each
+                member's default, :func:`~vipann.inference.sampler.default_draws`).
 
         Returns:
             The sampler.
@@ -220,6 +223,7 @@ class Ensemble(nn.Module):
                 generator=None if seed is None else torch.Generator(device=device).manual_seed(seed),
                 max_rows=max_rows,
                 temperature=temperature,
+                draws=draws,
             )
             for member, seed in zip(self.members, member_seeds(generator, len(self.members)))
         ]

@@ -8,11 +8,15 @@ How each flavour is sampled (``S = num_samples``):
 * ``drop``: dropout modules are active only inside the call. Everything before the first active
   dropout site (front end, ``bn0``, the first conv block) is computed once per clip and reused by
   all ``S`` samples.
-* ``flip``: every sample is an independent weight draw (not one draw shared by the batch): the
-  samples are stacked group-major through the network and each Flipout layer draws one weight
-  perturbation per group. Only the front end is shared. Samples are processed in chunks so that
-  at most ``max_rows`` rows go through the network at once.
-* ``detflip``: the deterministic backbone runs once per clip; only the Flipout head is sampled.
+* ``flip``: the samples are stacked through the network in chunks of at most ``max_rows`` rows;
+  only the front end is shared. With ``draws="independent"`` (the default for ``flip``) every
+  sample is its own weight draw (the clips of one sample share it, as in a plain forward pass).
+  With ``draws="shared"`` each Flipout layer draws one weight perturbation per chunk and
+  decorrelates the rows with per-row sign vectors (Flipout, Wen et al. 2018): every (sample, clip)
+  row is an exact weight-posterior sample, rows are uncorrelated but not independent.
+* ``detflip``: the deterministic backbone runs once per clip; only the Flipout head is sampled,
+  with shared draws by default (the same distribution as independent ones, for a fraction of the
+  cost).
 
 Long audio is cut into windows of ``window_seconds`` (default: the model's clip length) with hop
 ``hop_seconds`` (default: the window, plus a last window aligned to the end of the clip), every
@@ -34,6 +38,7 @@ from torch import Tensor, nn
 
 from vipann.inference.sampler import make_sampler
 from vipann.inference.windows import as_clips, batch_windows, cut_windows, window_starts
+from vipann.layers.stochastic import check_draws
 from vipann.uncertainty import Decomposition, decompose, decompose_variance
 from vipann.utils.devices import check_device
 
@@ -134,6 +139,7 @@ def predict(
     max_rows: int | None = None,
     progress: bool = False,
     temperature: float | Sequence[float] | Tensor | None = None,
+    draws: str | None = None,
 ) -> Prediction:
     """Monte-Carlo prediction with uncertainty for a batch of clips.
 
@@ -154,15 +160,27 @@ def predict(
         hop_seconds: Hop between windows (default: the window length).
         aggregate: ``"mean"`` or ``"max"`` over windows (default: max for multi-label, mean for
             multi-class).
-        max_rows: Upper bound on rows (windows × stacked samples) per stochastic pass. Default:
-            64 on accelerators; on CPU 32 for ``drop`` and ``detflip`` and one sample per pass for
-            ``flip``, where stacking draws was measured slower than sampling one at a time (the
-            per-draw weight sampling dominates and large stacked activations leave the cache);
-            see ``benchmarks/bench_predict.py``.
+        max_rows: Upper bound on rows (windows × stacked samples) per stochastic pass. Default
+            (:func:`~vipann.inference.sampler.default_rows`): 64 on accelerators; on CPU 32 for
+            ``drop``, 1024 for ``detflip`` and 16 for ``flip`` with shared draws, and one sample
+            per pass for ``flip`` with independent draws (there stacking was measured slower than
+            sampling one at a time); see ``benchmarks/bench_predict.py``.
         progress: Show a progress bar.
         temperature: Divide every sample's logits by this before the softmax/sigmoid (scalar or
             ``(C,)``); default: the model's ``pretrained_cfg.temperature`` (none if unset). Pass
             ``1.0`` for the raw probabilities of a calibrated model.
+        draws: How Flipout layers draw weight noise. ``"shared"``: one perturbation per layer
+            and pass serves all samples and clips of the pass through per-row sign vectors
+            (Flipout, Wen et al. 2018): every sample is an exact draw of the weight posterior,
+            samples are uncorrelated but not independent, and the costly weight sampling is paid
+            once per pass instead of once per sample. ``"independent"``: one perturbation per
+            sample, with bayesian-torch's element-wise signs (a plain forward pass's noise).
+            Default (:func:`~vipann.inference.sampler.default_draws`): ``"shared"`` for clip-level
+            ``detflip`` models, where both give the same distribution (and shared is the faster by
+            far); ``"independent"`` for ``flip`` and per-segment heads, whose element-wise
+            convolution noise is a narrower distribution than the weight posterior that
+            ``"shared"`` samples. No effect on ``det`` and ``drop``. Measurements:
+            ``benchmarks/RESULTS.md``.
 
     Returns:
         A :class:`Prediction` with ``probs`` of shape ``(S, B, C)`` (``(M·S, B, C)`` for an
@@ -189,6 +207,8 @@ def predict(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if batch_size < 1 or (max_rows is not None and max_rows < 1):
         raise ValueError("batch_size and max_rows must be >= 1")
+    if draws is not None:
+        check_draws(draws)
     if multilabel is None:
         multilabel = bool(cfg.multilabel) if cfg is not None else False
     aggregate = aggregate or ("max" if multilabel else "mean")
@@ -223,7 +243,9 @@ def predict(
     pieces, owner = cut_windows(clips, window, hop, min_len)
 
     model.eval()
-    sampler = make_sampler(model, num_samples, generator=generator, max_rows=max_rows, temperature=temperature)
+    sampler = make_sampler(
+        model, num_samples, generator=generator, max_rows=max_rows, temperature=temperature, draws=draws
+    )
     batches = batch_windows(pieces, batch_size)
     iterator = batches
     if progress:

@@ -12,6 +12,13 @@ move between the two libraries, with four deliberate differences:
   is stored as a 0-d tensor; a full-size prior is stored in full.
 * ``num_draws=G`` (set by the sampling API) draws ``G`` independent weight perturbations in one
   pass, one per group of the group-major batch, instead of one draw shared by the whole batch.
+* ``draws="shared"`` (set by the sampling API) is Flipout as Wen et al. (2018) and TensorFlow
+  Probability define it: one weight perturbation ``ΔW`` per pass and one sign vector per row and
+  channel (``s`` over input channels, ``r`` over output channels, broadcast over time, frequency
+  and segments); the bias is drawn per row. Row ``n`` computes exactly
+  ``op(x_n, mu + ΔW ∘ r_n s_nᵀ, b_n)``, an exact posterior sample, as ``ΔW ∘ r_n s_nᵀ`` has the
+  distribution of ``ΔW``. bayesian-torch's element-wise signs (the default, kept for
+  equivalence) give each output position of a convolution a differently flipped kernel instead.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipann.layers._noise import gaussian_kl, normal, per_row_forward, rademacher, shared_forward
 from vipann.layers.stochastic import StochasticModule
 
 __all__ = [
@@ -52,21 +60,6 @@ def rho_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.expm1(sigma) + 1e-20)
 
 
-def _rademacher(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    # Drawn as bayesian-torch does (uniform(-1, 1).sign()) so equal seeds give equal signs.
-    return torch.empty_like(like).uniform_(-1.0, 1.0, generator=generator).sign()
-
-
-def _normal(like: torch.Tensor, groups: int, generator: torch.Generator | None) -> torch.Tensor:
-    shape = like.shape if groups == 1 else (groups, *like.shape)
-    return torch.empty(shape, dtype=like.dtype, device=like.device).normal_(generator=generator)
-
-
-def _gaussian_kl(mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor) -> torch.Tensor:
-    """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2))."""
-    return torch.log(sigma_p) - torch.log(sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2.0 * sigma_p**2) - 0.5
-
-
 class FlipoutLayer(StochasticModule):
     """Shared machinery of the Flipout layers: parameters, priors, KL and initialisation.
 
@@ -85,8 +78,14 @@ class FlipoutLayer(StochasticModule):
     """
 
     _weight_name = "weight"
+    #: The channel axis of inputs and outputs (where the shared-draw sign vectors vary).
+    _channel_dim = -1
     #: Upper bound on sampled weight values held at once when drawing several groups.
     max_draw_elements: int = 1 << 25
+    #: With shared draws, a layer with fewer weights than this draws an exact weight sample per
+    #: row instead: drawing is cheap there, and sign flips decorrelate rows least where the fan-in
+    #: is small (a first convolution has one input channel).
+    shared_min_elements: int = 1 << 16
 
     def __init__(
         self,
@@ -219,10 +218,10 @@ class FlipoutLayer(StochasticModule):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         reduce = torch.mean if reduction == "mean" else torch.sum
-        kl = reduce(_gaussian_kl(self.mu_w, F.softplus(self.rho_w), self.prior_weight_mu, self.prior_weight_sigma))
+        kl = reduce(gaussian_kl(self.mu_w, F.softplus(self.rho_w), self.prior_weight_mu, self.prior_weight_sigma))
         if self.mu_bias is not None:
             kl = kl + reduce(
-                _gaussian_kl(self.mu_bias, F.softplus(self.rho_bias), self.prior_bias_mu, self.prior_bias_sigma)
+                gaussian_kl(self.mu_bias, F.softplus(self.rho_bias), self.prior_bias_mu, self.prior_bias_sigma)
             )
         return kl
 
@@ -237,17 +236,19 @@ class FlipoutLayer(StochasticModule):
 
     def _perturbation(self, groups: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         gen = self.generator
-        delta_w = F.softplus(self.rho_w) * _normal(self.mu_w, groups, gen)
+        delta_w = F.softplus(self.rho_w) * normal(self.mu_w, groups, gen)
         delta_b = None
         if self.mu_bias is not None:
-            delta_b = F.softplus(self.rho_bias) * _normal(self.mu_bias, groups, gen)
+            delta_b = F.softplus(self.rho_bias) * normal(self.mu_bias, groups, gen)
         return delta_w, delta_b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Flipout forward pass (or the posterior mean when not sampling).
 
         ``out = op(x, mu) + sign_out * op(x * sign_in, sigma * eps)`` with Rademacher signs per
-        element of input and output and one ``eps`` draw per group (see ``num_draws``).
+        element of input and output and one ``eps`` draw per group (see ``num_draws``), or, with
+        ``draws="shared"``, one ``eps`` for the pass and signs per row and channel (a layer with
+        fewer than :attr:`shared_min_elements` weights draws its weights per row instead).
 
         Args:
             x: The input batch.
@@ -255,6 +256,10 @@ class FlipoutLayer(StochasticModule):
         Returns:
             The output batch, a tensor.
         """
+        if self.draws == "shared" and self.stochastic and not self.mean_only:
+            if self.mu_w.numel() < self.shared_min_elements:
+                return per_row_forward(self, x)
+            return shared_forward(self, x, self._apply_op(x, self.mu_w, self.mu_bias))
         mean = self._apply_op(x, self.mu_w, self.mu_bias)
         if self.mean_only or not self.stochastic:
             return mean
@@ -263,16 +268,16 @@ class FlipoutLayer(StochasticModule):
             if isinstance(self, LinearFlipout):
                 # bayesian-torch's draw order for LinearFlipout: eps, then the signs ...
                 delta_w, delta_b = self._perturbation(1)
-                sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+                sign_in, sign_out = rademacher(x, self.generator), rademacher(mean, self.generator)
             else:
                 # ... and for Conv2dFlipout: the signs, then eps.
-                sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+                sign_in, sign_out = rademacher(x, self.generator), rademacher(mean, self.generator)
                 delta_w, delta_b = self._perturbation(1)
             return mean + self._apply_op(x * sign_in, delta_w, delta_b) * sign_out
         # Independent draws per group. The draws are materialised a few groups at a time so the
         # sampled weights never take more than ``max_draw_elements`` values at once (a ResNet54
         # conv_block_after1 draw alone is 37.7 M values).
-        sign_in, sign_out = _rademacher(x, self.generator), _rademacher(mean, self.generator)
+        sign_in, sign_out = rademacher(x, self.generator), rademacher(mean, self.generator)
         signed = x * sign_in
         rows = x.shape[0] // groups
         per_chunk = max(1, self.max_draw_elements // self.mu_w.numel())
@@ -315,6 +320,7 @@ class Conv2dFlipout(FlipoutLayer):
     """
 
     _weight_name = "kernel"
+    _channel_dim = 1
 
     def __init__(
         self,

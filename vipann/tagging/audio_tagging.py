@@ -35,6 +35,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from vipann.inference.predict import Prediction, predict
+from vipann.layers.stochastic import check_draws
 from vipann.models.pann import PANN
 from vipann.tagging._base import PannsInference
 from vipann.tagging.weights import DEFAULT_MODEL, CheckpointNotFoundError, panns_data_dir
@@ -112,6 +113,7 @@ class AudioTagging(PannsInference):
         *,
         generator: torch.Generator | int | None = ...,
         sample_rate: int | None = ...,
+        draws: str | None = ...,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     @overload
@@ -123,6 +125,7 @@ class AudioTagging(PannsInference):
         *,
         generator: torch.Generator | int | None = ...,
         sample_rate: int | None = ...,
+        draws: str | None = ...,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
 
     @overload
@@ -134,6 +137,7 @@ class AudioTagging(PannsInference):
         return_uncertainty: Literal[True],
         generator: torch.Generator | int | None = ...,
         sample_rate: int | None = ...,
+        draws: str | None = ...,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
 
     @overload
@@ -145,6 +149,7 @@ class AudioTagging(PannsInference):
         *,
         generator: torch.Generator | int | None = ...,
         sample_rate: int | None = ...,
+        draws: str | None = ...,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
 
     @torch.no_grad()
@@ -156,6 +161,7 @@ class AudioTagging(PannsInference):
         *,
         generator: torch.Generator | int | None = None,
         sample_rate: int | None = None,
+        draws: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Tag a batch of clips.
 
@@ -185,6 +191,8 @@ class AudioTagging(PannsInference):
             return_uncertainty: Also return the uncertainty of the prediction.
             generator: Seed or :class:`torch.Generator` for reproducible Monte-Carlo sampling.
             sample_rate: The audio's sample rate when known; it must equal the model's.
+            draws: How Flipout layers draw weight noise for ``S > 1`` (``"independent"`` or
+                ``"shared"``; default: the model's, see :func:`vipann.predict`).
 
         Returns:
             ``(clipwise_output, embedding)``: NumPy float32 arrays ``(B, classes_num)`` and
@@ -206,6 +214,8 @@ class AudioTagging(PannsInference):
                 infinite, far too loud, or on the ``meta`` device).
         """
         samples = self._samples(num_samples, return_uncertainty)
+        if draws is not None:
+            check_draws(draws)
         wave = self.model.check_waveform(self._waveform(audio), sample_rate)
         net = self.model.eval()
         head = net.stage_names.index("act_fc1") + 1
@@ -226,6 +236,7 @@ class AudioTagging(PannsInference):
                 generator=generator,
                 multilabel=self.multilabel,
                 window_seconds=wave.shape[-1] / net.sample_rate,
+                draws=draws,
             )
         clipwise = prediction.mean.float().cpu().numpy()
         embedding_np = embedding.float().cpu().numpy()

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from vipann.inference.sampler import default_rows, sample_logits
+from vipann.inference.sampler import default_draws, default_rows, sample_logits
 from vipann.inference.temperature import apply_temperature
+from vipann.layers.stochastic import check_draws
 from vipann.models.pann import ARCHITECTURES, PANN
 from vipann.tagging._base import PannsInference
 from vipann.uncertainty import decompose
@@ -115,7 +116,11 @@ class SoundEventDetection(PannsInference):
             )
 
     @torch.no_grad()
-    def _segment_probs(self, wave: torch.Tensor, samples: int, generator: torch.Generator | int | None):
+    def _segment_probs(
+        self, wave: torch.Tensor, samples: int, generator: torch.Generator | int | None, draws: str | None = None
+    ):
+        if draws is not None:
+            check_draws(draws)
         net = self.model.eval()
         stop = net.segment_stop
         if samples == 1:
@@ -123,8 +128,9 @@ class SoundEventDetection(PannsInference):
         else:
             if isinstance(generator, int):
                 generator = torch.Generator(device=self.device).manual_seed(generator)
-            rows = default_rows(net.method, self.device)
-            logits = sample_logits(net, wave, samples, generator, rows, stop=stop)
+            draws = draws or default_draws(net)
+            rows = default_rows(net.method, self.device, draws)
+            logits = sample_logits(net, wave, samples, generator, rows, stop=stop, draws=draws)
         cfg = getattr(net, "pretrained_cfg", None)
         if getattr(cfg, "temperature", None) is not None:
             logits = apply_temperature(logits, cfg.temperature)
@@ -139,6 +145,7 @@ class SoundEventDetection(PannsInference):
         *,
         generator: torch.Generator | int | None = None,
         sample_rate: int | None = None,
+        draws: str | None = None,
     ) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
         """Detect sound events frame by frame in a batch of clips.
 
@@ -159,6 +166,10 @@ class SoundEventDetection(PannsInference):
             return_uncertainty: Also return the uncertainty of every frame.
             generator: Seed or :class:`torch.Generator` for reproducible Monte-Carlo sampling.
             sample_rate: The audio's sample rate when known; it must equal the model's.
+            draws: How Flipout layers draw weight noise for ``S > 1``: ``"independent"`` or
+                ``"shared"`` (one draw per pass, sign vectors per clip and sample: each sample is
+                one weight draw for all segments of a clip); default
+                :func:`vipann.inference.default_draws`.
 
         Returns:
             ``framewise_output``: NumPy float32 ``(B, frames, classes_num)``. With
@@ -181,7 +192,7 @@ class SoundEventDetection(PannsInference):
         samples = self._samples(num_samples, return_uncertainty)
         wave = self.model.check_waveform(self._waveform(audio), sample_rate)
         frames = self.model.frontend_config.num_frames(wave.shape[-1])
-        probs = self._segment_probs(wave, samples, generator)  # (S, B, segments, C)
+        probs = self._segment_probs(wave, samples, generator, draws)  # (S, B, segments, C)
         framewise = self.model.upsample_segments(probs.mean(0), frames).float().cpu().numpy()
         if not return_uncertainty:
             return framewise

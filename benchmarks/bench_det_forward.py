@@ -1,0 +1,135 @@
+"""The deterministic forward pass against this machine's fp32 matmul peak, and what moves it.
+
+The peak is measured in this process (``torch.mm`` of 2048³ fp32, 2 n³ FLOP, median of repeats,
+before and after the model runs); the forward's rate is 2 x its MACs (vipann's count,
+:func:`vipann.models.profile.count_macs`) per second. Target: the ``det`` ResNet54 forward at
+>= 60 % of the fp32 peak. Variants, each timed interleaved with the plain fp32 forward:
+
+* ``channels_last``: the model's weights (and so its activations) in NHWC, oneDNN's native layout;
+* ``onednn-bf16``: oneDNN's fp32 math mode set to bf16 (``torch.backends.mkldnn.conv/matmul
+  .fp32_precision = "bf16"``): fp32 tensors, bf16 arithmetic inside convolutions and matmuls;
+* ``bf16-autocast``: ``torch.autocast("cpu", torch.bfloat16)``, with and without channels_last.
+
+Each variant's outputs are compared with the fp32 forward: a variant counts only if its
+probabilities stay within 1e-3 of fp32 (``max |Δp|``). Rates of bf16 variants are given as a
+fraction of the *fp32* peak too, as the target is stated; the bf16 peak is printed beside it.
+
+    python benchmarks/bench_det_forward.py                 # ResNet54, B = 2 and 8, 5 s clips
+    python benchmarks/bench_det_forward.py --quick         # cnn6, B = 2, 2 s clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine
+
+import vipann
+from vipann.models.profile import count_macs
+
+TARGET = 0.60
+TOLERANCE = 1e-3
+
+
+@contextlib.contextmanager
+def onednn_bf16():
+    """Set oneDNN's fp32 math mode to bf16 for convolutions and matmuls; restore it on exit."""
+    backends = [b for b in (torch.backends.mkldnn.conv, getattr(torch.backends.mkldnn, "matmul", None)) if b]
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "bf16"
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
+
+
+def variants(model, model_cl):
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    return {
+        "fp32": (model, contextlib.nullcontext),
+        "channels_last": (model_cl, contextlib.nullcontext),
+        "onednn-bf16": (model, onednn_bf16),
+        "onednn-bf16+channels_last": (model_cl, onednn_bf16),
+        "bf16-autocast": (model, autocast),
+        "bf16-autocast+channels_last": (model_cl, autocast),
+    }
+
+
+def forward(model, x, context):
+    with torch.no_grad(), context():
+        return torch.sigmoid(model(x).float())
+
+
+QUICK = dict(arch="cnn6", batches="2", seconds=2.0, repeats=3)
+
+
+def parse_args(argv=None):
+    """The command line; ``--quick`` changes the defaults to :data:`QUICK`, explicit flags still win."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet54")
+    parser.add_argument("--batches", default="2,8")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--classes", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help=f"small sizes {QUICK}; explicit flags still win")
+    if parser.parse_args(argv).quick:
+        parser.set_defaults(**QUICK)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, det-{args.arch}, {args.seconds:g} s clips; ", end="")
+    print(_machine.load_average())
+    peak = _machine.matmul_peak(torch.float32)
+    peak_bf16 = _machine.matmul_peak(torch.bfloat16)
+    print(f"matmul peak (2048^3): fp32 {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s")
+    torch.manual_seed(0)
+    model = vipann.create_model(f"det-{args.arch}", num_classes=args.classes).eval()
+    model_cl = vipann.create_model(f"det-{args.arch}", num_classes=args.classes).eval()
+    model_cl.load_state_dict(model.state_dict())
+    model_cl.to(memory_format=torch.channels_last)
+    best = {}
+    for batch in (int(b) for b in args.batches.split(",")):
+        x = 0.1 * torch.randn(batch, int(args.seconds * model.sample_rate), generator=torch.Generator().manual_seed(0))
+        flop = 2 * count_macs(model, args.seconds, batch_size=batch).total
+        table = variants(model, model_cl)
+        reference = forward(model, x, contextlib.nullcontext)
+        diffs = {name: (forward(m, x, ctx) - reference).abs().max().item() for name, (m, ctx) in table.items()}
+        fns = {name: (lambda m=m, ctx=ctx, x=x: forward(m, x, ctx)) for name, (m, ctx) in table.items()}
+        series = _machine.interleaved(fns, args.repeats)
+        print(f"\n## det-{args.arch} forward, B={batch}: {flop / 2e9:.1f} GMACs")
+        for name, s in series.items():
+            rate = flop / s.median / 1e9
+            ok = diffs[name] <= TOLERANCE
+            print(
+                f"  {name:28s} {s.median:7.3f} s  {rate:6.1f} GFLOP/s = {100 * rate / peak:5.1f} % of fp32 peak  "
+                f"speed-up {_machine.paired_ratio(series['fp32'], s):4.2f}x  max|dp| {diffs[name]:.1e}"
+                f"{'' if ok else '  (outside 1e-3: not counted)'}  foreign {s.foreign:.2f}"
+            )
+            if ok:
+                best.setdefault(batch, []).append((rate / peak, name))
+    peak_end = _machine.matmul_peak(torch.float32)
+    print(f"\nmatmul fp32 peak at the end: {peak_end:.1f} GFLOP/s")
+    for batch, results in best.items():
+        fraction, name = max(results)
+        verdict = "MET" if fraction >= TARGET else "MISSED"
+        print(
+            f"ratio: det-{args.arch} forward B={batch} best within 1e-3 ({name}): {100 * fraction:.1f} % of the fp32 "
+            f"matmul peak (target >= {100 * TARGET:.0f} %: {verdict})"
+        )
+    print(f"done; {_machine.load_average()}")
+
+
+if __name__ == "__main__":
+    main()
