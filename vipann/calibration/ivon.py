@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vipann.calibration._posterior import PosteriorModel, detach_posterior
-from vipann.inference.sampler import LogitSampler, Temperature
+from vipann.inference.sampler import LogitSampler, Temperature, check_draws
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.heads import register_head
 
@@ -147,6 +147,7 @@ class IVONModel(PosteriorModel):
         generator: torch.Generator | None = None,
         max_rows: int | None = None,
         temperature: Temperature = None,
+        draws: str | None = None,
     ) -> LogitSampler:
         """The sampler :func:`vipann.predict` uses (:class:`~vipann.inference.sampler.MonteCarloModel`).
 
@@ -158,10 +159,14 @@ class IVONModel(PosteriorModel):
             generator: Random generator on the model's device.
             max_rows: Ignored (one weight draw per pass).
             temperature: Override of the stored temperature (None: the model's own).
+            draws: Accepted for the protocol and checked, otherwise ignored: IVON draws its weights
+                once per sample, shared by the clips of the pass; it has no Flipout layers.
 
         Returns:
             The sampler, windows ``(N, T)`` to logits ``(S, N, C)``.
         """
+        if draws is not None:
+            check_draws(draws)
         temperature = self._temperature(temperature)
         net = self.network
         params = self._params()

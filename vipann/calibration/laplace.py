@@ -46,7 +46,7 @@ from vipann.calibration.laplace_curvature import (
     log_marginal_likelihood,
     optimize_prior_precision,
 )
-from vipann.inference.sampler import LogitSampler, Temperature
+from vipann.inference.sampler import LogitSampler, Temperature, check_draws
 from vipann.zoo.checkpoint import CheckpointError
 from vipann.zoo.heads import register_head
 
@@ -235,6 +235,7 @@ class LaplaceModel(PosteriorModel):
         generator: torch.Generator | None = None,
         max_rows: int | None = None,
         temperature: Temperature = None,
+        draws: str | None = None,
     ) -> LogitSampler:
         """The sampler :func:`vipann.predict` uses (:class:`~vipann.inference.sampler.MonteCarloModel`).
 
@@ -246,10 +247,14 @@ class LaplaceModel(PosteriorModel):
             generator: Random generator on the model's device.
             max_rows: Ignored.
             temperature: Override of the stored temperature (None: the model's own).
+            draws: Accepted for the protocol and checked, otherwise ignored: the linearised
+                predictive has no Flipout layers; its samples are drawn per clip.
 
         Returns:
             The sampler, windows ``(N, T)`` to logits ``(S, N, C)``.
         """
+        if draws is not None:
+            check_draws(draws)
         temperature = self._temperature(temperature)
 
         def sampler(wave: Tensor) -> Tensor:
