@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vipann.layers import Conv2dFlipout, LinearFlipout, MCDropout, StochasticModule
+from vipann.layers import MCDropout, StochasticModule
+from vipann.layers.bayesianize import to_flipout
 from vipann.models.archs import ARCHITECTURES, METHODS, POOLINGS, ArchSpec
 from vipann.models.augment import SpecAugment, do_mixup
 from vipann.models.blocks import (
@@ -61,27 +62,10 @@ def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
 
 
-def _to_flipout(module: nn.Module, prior: dict[str, float]) -> nn.Module:
-    """Return the Flipout counterpart of a Conv2d/Linear (bayesian-torch's layer defaults)."""
-    if isinstance(module, nn.Conv2d):
-        return Conv2dFlipout(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups,
-            module.bias is not None,
-            **prior,
-        )
-    return LinearFlipout(module.in_features, module.out_features, module.bias is not None, **prior)
-
-
 def _bayesianize(parent: nn.Module, prior: dict[str, float]) -> None:
     for name, child in parent.named_children():
         if isinstance(child, (nn.Conv2d, nn.Linear)):
-            setattr(parent, name, _to_flipout(child, prior))
+            setattr(parent, name, to_flipout(child, prior))
         else:
             _bayesianize(child, prior)
 
@@ -234,8 +218,8 @@ class PANN(nn.Module):
             for name in trunk:
                 _bayesianize(getattr(self, name), prior)
         if method in ("flip", "detflip"):
-            self.fc1 = _to_flipout(self.fc1, prior)
-            self.fc_audioset = _to_flipout(self.fc_audioset, prior)
+            self.fc1 = to_flipout(self.fc1, prior)
+            self.fc_audioset = to_flipout(self.fc_audioset, prior)
 
     # -- metadata ---------------------------------------------------------------------------
     @property

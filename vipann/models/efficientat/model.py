@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vipann.layers import Conv2dFlipout, LinearFlipout, MCDropout, StochasticModule
+from vipann.layers import MCDropout, StochasticModule
+from vipann.layers.bayesianize import to_flipout
 from vipann.models.augment import SpecAugment, do_mixup
 from vipann.models.efficientat.archs import ARCHITECTURES, EfficientATSpec, dymn_trunk, mn_trunk
 from vipann.models.efficientat.blocks import RESOLUTION_STAGE_ENDS
@@ -60,27 +61,11 @@ def _check_choice(kind: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
 
 
-def _flipout(module: nn.Module, prior: dict[str, float]) -> nn.Module:
-    if isinstance(module, nn.Conv2d):
-        return Conv2dFlipout(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups,
-            module.bias is not None,
-            **prior,
-        )
-    return LinearFlipout(module.in_features, module.out_features, module.bias is not None, **prior)
-
-
 def bayesianize(parent: nn.Module, prior: dict[str, float]) -> None:
     """Replace every Conv2d, Linear and :class:`DynamicConv` below ``parent`` by its Flipout form, in place."""
     for name, child in parent.named_children():
         if isinstance(child, (nn.Conv2d, nn.Linear)):
-            setattr(parent, name, _flipout(child, prior))
+            setattr(parent, name, to_flipout(child, prior))
             continue
         bayesianize(child, prior)
         if isinstance(child, DynamicConv):
@@ -222,8 +207,8 @@ class EfficientAT(nn.Module):
                 if hasattr(self, name):
                     bayesianize(getattr(self, name), prior)
         if method in ("flip", "detflip"):
-            self.fc1 = _flipout(self.fc1, prior)
-            self.fc_audioset = _flipout(self.fc_audioset, prior)
+            self.fc1 = to_flipout(self.fc1, prior)
+            self.fc_audioset = to_flipout(self.fc_audioset, prior)
 
     def _init_weights(self) -> None:
         # EfficientAT's initialisation: He (fan-out) convolutions, N(0, 0.01) linear layers, unit BN.
