@@ -14,12 +14,12 @@ demo: setup
 	$(VENV)/bin/vipann demo --out vipann-demo
 
 test: setup-test
-	$(PY) -m ruff check vipann tests benchmarks finetune
+	$(PY) -m ruff check vipann tests benchmarks finetune scripts
 	$(PY) -m pytest -q
 
 lint: setup-test
-	$(PY) -m ruff check vipann tests benchmarks finetune
-	$(PY) -m ruff format --check vipann tests benchmarks finetune
+	$(PY) -m ruff check vipann tests benchmarks finetune scripts
+	$(PY) -m ruff format --check vipann tests benchmarks finetune scripts
 
 # Every benchmark in quick mode, each ratio against the baseline it measures in the same run.
 bench: setup-test

@@ -124,7 +124,9 @@ def _convert_missing_checkpoint(work: Path) -> Outcome:
 
 @case(G, CLEAR, "vipann convert of a missing Cnn14_mAP=0.431.pth gives its download URL")
 def _convert_missing_release_file(work: Path) -> Outcome:
-    return cli_error(["convert", "auto", work / "Cnn14_mAP=0.431.pth"], r"zenodo\.org/records/3987831/files/Cnn14.*det-cnn14")
+    return cli_error(
+        ["convert", "auto", work / "Cnn14_mAP=0.431.pth"], r"zenodo\.org/records/3987831/files/Cnn14.*det-cnn14"
+    )
 
 
 def _full_disk_save_file(state, filename, metadata=None):
