@@ -7,6 +7,7 @@
 * :mod:`~vipann.inference.windows`: checking audio, windows of long clips, batches.
 * :mod:`~vipann.inference.ensemble`: deep ensembles (:class:`Ensemble`), one more sampler.
 * :mod:`~vipann.inference.temperature`: applying a temperature to logits.
+* :mod:`~vipann.inference.precision`: float32 or bfloat16 (channels-last) arithmetic for a call.
 
 Inference sits on the networks, the uncertainty maths and the zoo (an ensemble loads its members by
 name); calibration, training and the applications build on it.

@@ -28,7 +28,6 @@ clip). The decomposition is computed on the aggregated ``(S, B, C)`` probabiliti
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vipann.inference.precision import check_precision, low_precision
 from vipann.inference.sampler import make_sampler
 from vipann.inference.windows import as_clips, batch_windows, cut_windows, window_starts
 from vipann.layers.stochastic import check_draws
@@ -163,10 +163,11 @@ def predict(
         aggregate: ``"mean"`` or ``"max"`` over windows (default: max for multi-label, mean for
             multi-class).
         max_rows: Upper bound on rows (windows × stacked samples) per stochastic pass. Default
-            (:func:`~vipann.inference.sampler.default_rows`): 64 on accelerators; on CPU 32 for
-            ``drop``, 1024 for ``detflip`` and 16 for ``flip`` with shared draws, and one sample
-            per pass for ``flip`` with independent draws (there stacking was measured slower than
-            sampling one at a time); see ``benchmarks/bench_predict.py``.
+            (:func:`~vipann.inference.sampler.default_rows`): 64 on accelerators; on CPU 4 for
+            ``drop``, 1024 for ``detflip`` with shared draws (32 with independent ones), 16 for
+            ``flip`` with shared draws and one sample per pass for ``flip`` with independent
+            draws (there stacking was measured slower than sampling one at a time); see
+            ``benchmarks/bench_predict.py``.
         progress: Show a progress bar.
         temperature: Divide every sample's logits by this before the softmax/sigmoid (scalar or
             ``(C,)``); default: the model's ``pretrained_cfg.temperature`` (none if unset). Pass
@@ -184,10 +185,12 @@ def predict(
             ``"shared"`` samples. No effect on ``det`` and ``drop``. Measurements:
             ``benchmarks/RESULTS.md``.
         precision: ``"fp32"`` (default) or ``"bf16"``: the network after the front end runs under
-            bfloat16 autocast (the log-mel front end and the probabilities stay float32). On the
-            project's 2-core CPU the ResNet54 forward pass runs 1.42x faster (73 % instead of 51 % of
-            the fp32 matmul peak, ``benchmarks/bench_det_forward.py``), but probabilities move: by
-            2e-4 on random ResNet54 weights, by up to 8e-3 on the shipped ``det-demo``
+            bfloat16 autocast with its 4-D weights channels-last for the call
+            (:mod:`~vipann.inference.precision`; the log-mel front end and the probabilities stay
+            float32, the model's strides are restored afterwards). On a 2-core CPU with AMX the
+            ResNet54 forward runs 1.3-1.5x (B = 2) and 2.7-3.2x (B = 8) faster
+            (``benchmarks/bench_det_forward.py``, ``benchmarks/RESULTS.md``), but probabilities
+            move: by 2e-4 on random ResNet54 weights, by up to 4e-3 on the trained ``det-demo``
             (``tests/inference/test_precision.py``), so float32 stays the default.
 
     Returns:
@@ -217,8 +220,7 @@ def predict(
         raise ValueError("batch_size and max_rows must be >= 1")
     if draws is not None:
         check_draws(draws)
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    check_precision(precision)
     if multilabel is None:
         multilabel = bool(cfg.multilabel) if cfg is not None else False
     aggregate = aggregate or ("max" if multilabel else "mean")
@@ -263,14 +265,12 @@ def predict(
 
         iterator = tqdm(batches, desc=f"predict S={num_samples}", unit="batch")
     s_logits: Tensor | None = None
-    low = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    for wave, index in iterator:
-        with low:
-            logits = sampler(wave.to(device=device, dtype=param.dtype))
-        logits = logits.to(param.dtype) if precision == "bf16" else logits
-        if s_logits is None:  # (S', windows, C); S' = M·S for an ensemble
-            s_logits = logits.new_empty(logits.shape[0], len(pieces), *logits.shape[2:])
-        s_logits[:, index] = logits
+    with low_precision(model, precision, device):
+        for wave, index in iterator:
+            logits = sampler(wave.to(device=device, dtype=param.dtype)).to(param.dtype)
+            if s_logits is None:  # (S', windows, C); S' = M·S for an ensemble
+                s_logits = logits.new_empty(logits.shape[0], len(pieces), *logits.shape[2:])
+            s_logits[:, index] = logits
     assert s_logits is not None  # as_clips refuses an empty batch
     probs = torch.sigmoid(s_logits) if multilabel else torch.softmax(s_logits, dim=-1)
     owner_t = torch.as_tensor(owner, device=device)
