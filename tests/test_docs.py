@@ -173,6 +173,8 @@ WHERE = {
     "make docs-check": "not run by a test: it runs this file with VIPANN_DOCS_CHECK=1",
     "make bench": "not run by a test: it is the benchmark target (minutes of timings, no assertion); "
     "tests/test_benchmarks.py checks that it finds every benchmark and each has a quick mode",
+    "python benchmarks/bench_det_forward.py": "not run here at full size (minutes of timings); "
+    "tests/test_mc_benchmarks.py runs it with --quick",
     "python benchmarks/run_all.py --full": "not run by a test: the full sizes (ResNet54, long clips) take far longer",
     "python -m vipann.utils.layering": "test_layering_command",
     "scripts/setup.sh test": "make docs-check runs it first (its setup-test prerequisite)",

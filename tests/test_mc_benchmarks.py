@@ -83,8 +83,15 @@ def test_bench_predict_profiles_drop():
 def test_bench_det_forward_compares_every_variant_with_fp32():
     out = _run("bench_det_forward.py", "--quick", "--arch", "tiny", "--seconds", "1", "--repeats", "1")
     _ratios(out)
-    for variant in ("fp32", "channels_last", "onednn-bf16", "bf16-autocast", "bf16-autocast+channels_last"):
+    variants = ("fp32", "bn-folded", "channels_last", "onednn-bf16", "bf16-autocast", "bf16-autocast+channels_last")
+    for variant in variants:
         assert re.search(rf"^  {re.escape(variant)} +[0-9.]+ s .* max\|dp\| [0-9.e+-]+", out, re.M), variant
+    row = r"^  compiled +[0-9.]+ s .* max\|dp\| ([0-9.e+-]+) \(trained det-demo ([0-9.e+-]+)\)"
+    compiled = re.search(row, out, re.M)
+    if compiled is None:  # a machine without a C++ compiler: the variant says why it is left out
+        assert "compiled: unavailable (" in out
+    else:  # inductor with frozen weights computes the same function
+        assert float(compiled.group(1)) < 1e-5 and float(compiled.group(2)) < 1e-5
     fp32 = re.search(r"^  fp32 .* max\|dp\| ([0-9.e+-]+)", out, re.M)
     assert float(fp32.group(1)) == 0.0  # the reference against itself
     assert re.search(r"matmul peak \(2048\^3\): fp32 [0-9.]+ GFLOP/s", out)
