@@ -53,6 +53,13 @@ MIN_WIDE_CHANNELS = 1024
 MAX_WIDE_POSITIONS = 256
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """3x3 convolution, stride 1, padding 1, no bias; wide layers on small CPU maps as one matmul.
 
@@ -80,7 +87,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         or c < MIN_WIDE_CHANNELS
         or b * h * w > MAX_WIDE_POSITIONS
         or min(h, w) < 2
-        or torch.is_autocast_enabled("cpu")
+        or _cpu_autocast()
         or x.dtype != weight.dtype
         or not weight.is_contiguous()
     ):
