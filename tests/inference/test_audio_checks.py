@@ -92,3 +92,12 @@ def test_top_k_must_be_positive(k):
     with pytest.raises(ValueError, match="k must be a positive number"):
         result.top_k(k)
     assert len(result.top_k(100)[0]) == 10  # more than the classes: all of them
+
+
+@pytest.mark.parametrize("name", ["det-tiny", "det-mn04"])
+def test_every_model_family_names_a_stereo_array_in_its_own_forward(name):
+    model = vipann.create_model(name, num_classes=3).eval()
+    with pytest.raises(ValueError, match=r"\(32000, 2\) looks like \(samples, channels\)"):
+        model(torch.zeros(32000, 2))
+    with pytest.raises(ValueError, match=rf"too short for {name.split('-')[1]}"):
+        model(torch.zeros(1, 8))

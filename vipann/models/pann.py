@@ -52,7 +52,7 @@ from vipann.models.blocks import (
     mobilenet_v1_features,
 )
 from vipann.models.frontend import FrontendConfig, LogMelFrontend
-from vipann.models.waveform import channels_last_hint
+from vipann.models.waveform import check_waveform_batch
 
 __all__ = ["ARCHITECTURES", "METHODS", "PANN", "POOLINGS", "ArchSpec"]
 
@@ -258,31 +258,9 @@ class PANN(nn.Module):
             ValueError: On a wrong shape, a clip shorter than :attr:`min_samples` or a sample-rate
                 mismatch.
         """
-        if not isinstance(waveform, torch.Tensor):
-            raise TypeError(f"waveform must be a torch.Tensor of shape (batch, samples), got {type(waveform).__name__}")
-        if not waveform.is_floating_point():
-            raise TypeError(
-                f"waveform must be floating point in [-1, 1], got {waveform.dtype}; "
-                "convert int16 PCM with `x.float() / 32768`"
-            )
-        if waveform.dim() != 2:
-            hint = " (add a batch axis with `x.unsqueeze(0)`)" if waveform.dim() == 1 else ""
-            raise ValueError(f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}{hint}")
-        transposed = channels_last_hint(waveform.shape, self.min_samples)
-        if transposed is not None:
-            raise ValueError(transposed)
-        if waveform.shape[-1] < self.min_samples:
-            raise ValueError(
-                f"clips of {waveform.shape[-1]} samples are too short for {self.arch}: it needs at least "
-                f"{self.min_samples} samples ({self.min_samples / self.sample_rate:.3f} s at {self.sample_rate} Hz); "
-                "zero-pad shorter clips"
-            )
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            raise ValueError(
-                f"waveform sample rate {sample_rate} Hz does not match the model's {self.sample_rate} Hz; "
-                "resample it first (e.g. with vipann.datasets' loaders or soxr.resample)"
-            )
-        return waveform
+        return check_waveform_batch(
+            waveform, arch=self.arch, min_samples=self.min_samples, model_rate=self.sample_rate, sample_rate=sample_rate
+        )
 
     # -- forward ----------------------------------------------------------------------------
     def logmel(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
