@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrontendConfig", "LogMelFrontend", "mel_filterbank", "stft_kernels"]
+__all__ = ["ConfigDict", "FrontendConfig", "LogMelFrontend", "mel_filterbank", "stft_kernels"]
 
 
 def _is_int(value: Any) -> bool:
@@ -28,8 +28,42 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_Config = TypeVar("_Config", bound="ConfigDict")
+
+
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` of a front-end config dataclass (every model family's front end)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-serialisable dict (field name -> value)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_Config], d: dict[str, Any]) -> _Config:
+        """Build a config from a dict; missing fields take their defaults.
+
+        Args:
+            d: Mapping of field names to values, e.g. the output of :meth:`to_dict` or the
+                ``"config"`` block of a PANNs key list.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            TypeError: If ``d`` is not a mapping or a value has the wrong type.
+            ValueError: If ``d`` has unknown keys or the values are inconsistent.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class FrontendConfig:
+class FrontendConfig(ConfigDict):
     """Parameters of the log-mel front end; the defaults are the PANNs AudioSet ones.
 
     Attributes:
@@ -91,33 +125,6 @@ class FrontendConfig:
             raise ValueError(f"ref and amin must be positive, got ref={self.ref}, amin={self.amin}")
         if self.top_db is not None and self.top_db < 0:
             raise ValueError(f"top_db must be None or >= 0, got {self.top_db}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as a JSON-serialisable dict (field name -> value)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrontendConfig:
-        """Build a config from a dict; missing fields take their defaults.
-
-        Args:
-            d: Mapping of field names to values, e.g. the output of :meth:`to_dict` or the
-                ``"config"`` block of a PANNs key list.
-
-        Returns:
-            The validated config.
-
-        Raises:
-            TypeError: If ``d`` is not a mapping or a value has the wrong type.
-            ValueError: If ``d`` has unknown keys or the values are inconsistent.
-        """
-        if not isinstance(d, dict):
-            raise TypeError(f"FrontendConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown FrontendConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
 
     def num_frames(self, num_samples: int) -> int:
         """Number of STFT frames for a waveform of ``num_samples`` samples (``center=True``).

@@ -23,12 +23,14 @@ frequency and time masking) are not part of the front end; vipann's models apply
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vipann.models.frontend import ConfigDict
 
 __all__ = ["EfficientATFrontendConfig", "KaldiLogMelFrontend", "kaldi_mel_banks"]
 
@@ -42,7 +44,7 @@ def _is_real(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class EfficientATFrontendConfig:
+class EfficientATFrontendConfig(ConfigDict):
     """Parameters of the EfficientAT front end; the defaults are those of every AudioSet model.
 
     Attributes:
@@ -98,32 +100,6 @@ class EfficientATFrontendConfig:
             )
         if self.log_offset <= 0 or self.scale == 0:
             raise ValueError(f"log_offset must be positive and scale non-zero, got {self.log_offset}, {self.scale}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as a JSON-serialisable dict (field name -> value)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EfficientATFrontendConfig:
-        """Build a config from a dict; missing fields take their defaults.
-
-        Args:
-            d: Mapping of field names to values (the output of :meth:`to_dict`).
-
-        Returns:
-            The validated config.
-
-        Raises:
-            TypeError: If ``d`` is not a dict or a value has the wrong type.
-            ValueError: If ``d`` has unknown keys or the values are inconsistent.
-        """
-        if not isinstance(d, dict):
-            raise TypeError(f"EfficientATFrontendConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown EfficientATFrontendConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames for a waveform of ``num_samples`` samples: ``1 + (num_samples - 1) // hop_size``.
