@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConfigDict", "FrontendConfig", "LogMelFrontend", "mel_filterbank", "stft_kernels"]
+__all__ = ["ConfigDict", "FrontendConfig", "LogMelFrontend", "check_frontend_input", "mel_filterbank", "stft_kernels"]
 
 
 def _is_int(value: Any) -> bool:
@@ -257,6 +257,38 @@ def stft_kernels(window_size: int, dtype: torch.dtype = torch.float32) -> tuple[
     return real[:, None, :].to(dtype), imag[:, None, :].to(dtype)
 
 
+def check_frontend_input(waveform: Tensor, min_samples: int, why: str, device: torch.device) -> None:
+    """The input check of every front end's ``forward``: a 2-D float tensor, long enough, on ``device``.
+
+    Args:
+        waveform: What the front end was given.
+        min_samples: The shortest waveform the front end takes.
+        why: Where ``min_samples`` comes from, for the message.
+        device: The front end's device.
+
+    Raises:
+        TypeError: If ``waveform`` is not a floating-point tensor.
+        ValueError: If it is not 2-D, is too short, or lives on another device.
+    """
+    if not isinstance(waveform, Tensor) or not waveform.is_floating_point():
+        kind = waveform.dtype if isinstance(waveform, Tensor) else type(waveform).__name__
+        raise TypeError(f"waveform must be a floating-point torch.Tensor, got {kind}")
+    if waveform.ndim != 2:
+        raise ValueError(
+            f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}; "
+            "use x.unsqueeze(0) for a single clip"
+        )
+    if waveform.shape[1] < min_samples:
+        raise ValueError(
+            f"waveform has {waveform.shape[1]} samples, but the front end needs at least {min_samples} ({why}); "
+            "pad the clip"
+        )
+    if waveform.device != device:
+        raise ValueError(
+            f"waveform is on {waveform.device} but the front end is on {device}; move one of them with .to(device)"
+        )
+
+
 class LogMelFrontend(nn.Module):
     """Waveform -> log-mel spectrogram, as the PANNs front end (torchlibrosa) computes it.
 
@@ -320,24 +352,7 @@ class LogMelFrontend(nn.Module):
             TypeError: If ``waveform`` is not a floating-point tensor.
             ValueError: If it is not 2-D, is too short, or lives on another device.
         """
-        if not isinstance(waveform, Tensor) or not waveform.is_floating_point():
-            kind = waveform.dtype if isinstance(waveform, Tensor) else type(waveform).__name__
-            raise TypeError(f"waveform must be a floating-point torch.Tensor, got {kind}")
-        if waveform.ndim != 2:
-            raise ValueError(
-                f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}; "
-                "use x.unsqueeze(0) for a single clip"
-            )
-        if waveform.shape[1] < self.min_samples:
-            raise ValueError(
-                f"waveform has {waveform.shape[1]} samples, but the front end needs at least "
-                f"{self.min_samples} (window_size // 2 + 1, for reflect padding); pad the clip"
-            )
-        if waveform.device != self.melW.device:
-            raise ValueError(
-                f"waveform is on {waveform.device} but the front end is on {self.melW.device}; "
-                "move one of them with .to(device)"
-            )
+        check_frontend_input(waveform, self.min_samples, "window_size // 2 + 1, for reflect padding", self.melW.device)
         c = self.config
         # Autocast would run the matmul in half precision, where power spectra of loud audio overflow.
         with torch.autocast(device_type=waveform.device.type, enabled=False):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vipann.models.frontend import ConfigDict
+from vipann.models.frontend import ConfigDict, check_frontend_input
 
 __all__ = ["EfficientATFrontendConfig", "KaldiLogMelFrontend", "kaldi_mel_banks"]
 
@@ -240,24 +240,8 @@ class KaldiLogMelFrontend(nn.Module):
             TypeError: If ``waveform`` is not a floating-point tensor.
             ValueError: If it is not 2-D, is too short, or lives on another device.
         """
-        if not isinstance(waveform, Tensor) or not waveform.is_floating_point():
-            kind = waveform.dtype if isinstance(waveform, Tensor) else type(waveform).__name__
-            raise TypeError(f"waveform must be a floating-point torch.Tensor, got {kind}")
-        if waveform.ndim != 2:
-            raise ValueError(
-                f"waveform must have shape (batch, samples), got {tuple(waveform.shape)}; "
-                "use x.unsqueeze(0) for a single clip"
-            )
-        if waveform.shape[1] < self.min_samples:
-            raise ValueError(
-                f"waveform has {waveform.shape[1]} samples, but the front end needs at least {self.min_samples} "
-                "(n_fft // 2 + 2: pre-emphasis, then reflect padding); pad the clip"
-            )
-        if waveform.device != self.mel_banks.device:
-            raise ValueError(
-                f"waveform is on {waveform.device} but the front end is on {self.mel_banks.device}; "
-                "move one of them with .to(device)"
-            )
+        why = "n_fft // 2 + 2: pre-emphasis, then reflect padding"
+        check_frontend_input(waveform, self.min_samples, why, self.mel_banks.device)
         c = self.config
         # Autocast would run the matmul in half precision, where power spectra of loud audio overflow.
         with torch.autocast(device_type=waveform.device.type, enabled=False):
